@@ -1,0 +1,35 @@
+"""Oxford-IIIT Pets (37 breeds); class names are the lower-cased breed prefixes of file names."""
+import os.path as osp
+
+from toolbox import Datum, register_dataset
+
+from .reader import CoOpDataset, DatasetError, split_trainval
+
+
+@register_dataset
+class OxfordPets(CoOpDataset):
+    dataset_dir = "oxford_pets"
+    image_dir = "images"
+    split_name = "split_zhou_OxfordPets.json"
+
+    def generate_split(self):
+        trainval = self.read_annotations("trainval.txt")
+        test = self.read_annotations("test.txt")
+        train, val = split_trainval(trainval)
+        return train, val, test
+
+    def read_annotations(self, split_file: str):
+        """Items of ``annotations/<split_file>`` (lines: name, class id, species, breed id)."""
+        filepath = osp.join(self.dataset_dir, "annotations", split_file)
+        if not osp.exists(filepath):
+            raise DatasetError(f'Neither the split file nor "{filepath}" exists')
+        items = []
+        with open(filepath) as f:
+            for line in f:
+                if not line.strip() or line.startswith("#"):
+                    continue
+                imname, label = line.split()[:2]
+                breed = "_".join(imname.split("_")[:-1]).lower()
+                items.append(Datum(impath=osp.join(self.image_dir, imname + ".jpg"),
+                                   label=int(label) - 1, classname=breed))
+        return items
