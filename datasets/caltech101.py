@@ -17,6 +17,7 @@ class Caltech101(CoOpDataset):
     dataset_dir = "caltech-101"
     image_dir = "101_ObjectCategories"
     split_name = "split_zhou_Caltech101.json"
+    class_count = 100
 
     def generate_split(self):
         return read_and_split_data(self.image_dir, ignored=IGNORED, new_cnames=NEW_CNAMES)

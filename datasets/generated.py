@@ -99,6 +99,7 @@ class GeneratedShapes(CoOpDataset):
     dataset_dir = "generated_shapes"
     image_dir = "images"
     split_name = SPLIT_NAME
+    class_count = len(CLASSNAMES)
 
     def __init__(self, cfg):
         root = osp.abspath(osp.expanduser(cfg.DATASET.ROOT))

@@ -1,9 +1,9 @@
 """Oxford-IIIT Pets (37 breeds); class names are the lower-cased breed prefixes of file names."""
 import os.path as osp
 
-from toolbox import Datum, register_dataset
+from toolbox import register_dataset
 
-from .reader import CoOpDataset, DatasetError, split_trainval
+from .reader import CoOpDataset, SplitItem, read_lines, split_trainval
 
 
 @register_dataset
@@ -11,6 +11,7 @@ class OxfordPets(CoOpDataset):
     dataset_dir = "oxford_pets"
     image_dir = "images"
     split_name = "split_zhou_OxfordPets.json"
+    class_count = 37
 
     def generate_split(self):
         trainval = self.read_annotations("trainval.txt")
@@ -20,16 +21,12 @@ class OxfordPets(CoOpDataset):
 
     def read_annotations(self, split_file: str):
         """Items of ``annotations/<split_file>`` (lines: name, class id, species, breed id)."""
-        filepath = osp.join(self.dataset_dir, "annotations", split_file)
-        if not osp.exists(filepath):
-            raise DatasetError(f'Neither the split file nor "{filepath}" exists')
         items = []
-        with open(filepath) as f:
-            for line in f:
-                if not line.strip() or line.startswith("#"):
-                    continue
-                imname, label = line.split()[:2]
-                breed = "_".join(imname.split("_")[:-1]).lower()
-                items.append(Datum(impath=osp.join(self.image_dir, imname + ".jpg"),
-                                   label=int(label) - 1, classname=breed))
+        for line in read_lines(osp.join(self.dataset_dir, "annotations", split_file)):
+            if line.startswith("#"):
+                continue
+            imname, label = line.split()[:2]
+            breed = "_".join(imname.split("_")[:-1]).lower()
+            items.append(SplitItem(osp.join(self.image_dir, imname + ".jpg"), int(label) - 1,
+                                   breed))
         return items
