@@ -6,8 +6,9 @@ import logging
 import os
 import os.path as osp
 import subprocess
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Optional, Sequence
 
+import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -68,9 +69,24 @@ def project_version() -> str:
     return commit.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
+def split_filename(stem: str, split: str, extension: str) -> str:
+    """``<stem>.<extension>`` for the test split, ``<stem>_<split>.<extension>`` for others."""
+    return f"{stem}.{extension}" if split == "test" else f"{stem}_{split}.{extension}"
+
+
 def results_filename(split: str) -> str:
     """``results.json`` for the test split, ``results_<split>.json`` for any other."""
-    return "results.json" if split == "test" else f"results_{split}.json"
+    return split_filename("results", split, "json")
+
+
+def predictions_filename(split: str) -> str:
+    """``predictions.npz`` for the test split, ``predictions_<split>.npz`` for any other."""
+    return split_filename("predictions", split, "npz")
+
+
+def reliability_filename(split: str) -> str:
+    """``reliability.png`` for the test split, ``reliability_<split>.png`` for any other."""
+    return split_filename("reliability", split, "png")
 
 
 def write_results(output_dir: str, split: str, record: Dict[str, Any]) -> str:
@@ -84,3 +100,58 @@ def write_results(output_dir: str, split: str, record: Dict[str, Any]) -> str:
     os.replace(path + ".tmp", path)
     logger.info("Results written to %s", path)
     return path
+
+
+def read_results(path: str) -> Dict[str, Any]:
+    """A results record from a ``results*.json`` file or a run directory's ``results.json``."""
+    if osp.isdir(path):
+        path = osp.join(path, results_filename("test"))
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'No results file at "{path}"')
+    with open(path) as f:
+        try:
+            record = json.load(f)
+        except json.JSONDecodeError as error:
+            raise ValueError(f'"{path}" is not valid JSON: {error}') from error
+    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+        raise ValueError(f'"{path}" has no "metrics" record')
+    return record
+
+
+def save_predictions(output_dir: str, split: str, probs: np.ndarray, labels: np.ndarray,
+                     classnames: Sequence[str]) -> str:
+    """Write per-sample probabilities, argmax predictions and labels as an ``.npz``.
+
+    Arrays: ``probs`` (float32 [N, C], the softmax the metrics were computed from),
+    ``predictions`` and ``labels`` (int64 [N]), ``classnames`` (str [C]) and ``split``.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    path = osp.join(output_dir, predictions_filename(split))
+    probs = np.asarray(probs, dtype=np.float32)
+    with open(path + ".tmp", "wb") as f:
+        np.savez(f, probs=probs, predictions=probs.argmax(axis=1).astype(np.int64),
+                 labels=np.asarray(labels, dtype=np.int64),
+                 classnames=np.array(list(classnames), dtype=str), split=np.array(split))
+    os.replace(path + ".tmp", path)
+    logger.info("Predictions written to %s", path)
+    return path
+
+
+def load_predictions(path: str) -> Dict[str, Any]:
+    """The arrays of a predictions ``.npz`` (see ``save_predictions``), checked for shape."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'No predictions file at "{path}"')
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as error:
+        raise ValueError(f'"{path}" is not a predictions .npz file: {error}') from error
+
+    missing = {"probs", "labels"} - set(arrays)
+    if missing:
+        raise ValueError(f'"{path}" lacks the array(s) {sorted(missing)}')
+    probs, labels = arrays["probs"], arrays["labels"]
+    if probs.ndim != 2 or labels.shape != (probs.shape[0],):
+        raise ValueError(f'"{path}": probs {probs.shape} and labels {labels.shape} do not '
+                         "fit ([N, C] and [N])")
+    return arrays
