@@ -34,6 +34,7 @@ COOP_NAMES: Dict[str, str] = {
     "ViT-L/14@336px": "ViT-L-14-336",
 }
 OPENAI_CACHE = osp.expanduser("~/.cache/clip")
+RANDOM_TAG = "random"
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,17 @@ def build_tiny(name: str) -> CLIP:
     convert_weights_to_lp(model, dtype=torch.float16)
     with torch.no_grad():
         model.logit_scale.fill_(torch.log(torch.tensor(100.0)).item())
+    return model.eval()
+
+
+def build_random(name: str, seed: int = 0) -> CLIP:
+    """A real architecture with random weights (``MODEL.BACKBONE.TAG random``): costs are real,
+    numbers are not. For benchmarks and offline checks only."""
+    arch = resolve_architecture(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = open_clip.create_model(arch, pretrained=None, precision="fp16", device="cpu",
+                                       force_quick_gelu=True)
     return model.eval()
 
 
@@ -228,7 +240,10 @@ class LoadedCLIP:
 
 
 def load_clip(name: str, path: str = "", tag: str = "") -> LoadedCLIP:
-    """Load CLIP on the CPU, OpenAI-style mixed precision, from a tiny spec, a file or a tag."""
+    """Load CLIP on the CPU, OpenAI-style mixed precision, from a tiny spec, a file or a tag.
+
+    The tag ``random`` builds the named architecture with random weights (no download).
+    """
     if path:
         if not osp.isfile(path):
             raise WeightsUnavailableError(f'MODEL.BACKBONE.PATH "{path}" is not a file')
@@ -238,6 +253,9 @@ def load_clip(name: str, path: str = "", tag: str = "") -> LoadedCLIP:
     elif name in TINY_MODELS:
         model = build_tiny(name)
         weights_id = f"random-init:{name}:seed{TINY_MODELS[name].seed}"
+    elif tag == RANDOM_TAG:
+        model = build_random(name)
+        weights_id = f"random-init:{resolve_architecture(name)}:seed0"
     else:
         model, file = _load_named(name, tag)
         weights_id = f"sha256:{file_sha256(file)}"

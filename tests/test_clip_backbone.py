@@ -92,3 +92,4 @@ def test_deep_prompts_replace_context_positions_only_after_layer_zero():
     assert not torch.allclose(plain, prompted)
     # Layer 0 still sees the input context, so changing it changes the output.
     assert not torch.allclose(prompted, prompted_changed)
+

@@ -10,16 +10,26 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from calibration.metrics import calibration_metrics
-from calibration.records import (config_hash, datum_list_hash, project_version, sha256_file,
+from calibration.dispersion import dispersion_ratio, mean_pairwise_cosine_distance
+from calibration.metrics import BinStats, calibration_metrics, format_metric, reliability_bins
+from calibration.records import (config_hash, datum_list_hash, project_version,
+                                 reliability_filename, save_predictions, sha256_file,
                                  write_results)
 from clip_backbone.loader import LoadedCLIP, input_resolution, load_clip_to_cpu
+from clip_backbone.prompted import encode_labels
+from clip_backbone.templates import zeroshot_template
 from toolbox import (BACKEND, TrainerX, build_lr_scheduler, build_optimizer, load_checkpoint,
                      load_pretrained_weights)
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp16", "fp32", "amp")
+
+
+def split_file_hash(path: Optional[str]) -> Optional[str]:
+    """SHA-256 of a JSON split file. ImageNet's pickled split holds absolute image paths, so
+    its hash would differ between machines: None there (the list hashes identify the data)."""
+    return sha256_file(path) if path and path.endswith(".json") else None
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -207,7 +217,11 @@ class CLIPTrainer(TrainerX):
 
     @torch.no_grad()
     def test(self, split: Optional[str] = None) -> float:
-        """Evaluate accuracy and calibration on ``split``; log, write tensorboard and results."""
+        """Evaluate accuracy and calibration on ``split``; log, write tensorboard and results.
+
+        Besides results*.json, writes the reliability diagram (``TEST.CALIBRATION.PLOT``) and
+        the per-sample predictions (``TEST.SAVE_PREDICTIONS``) beside it.
+        """
         split, data_loader = self.evaluation_split(split)
         logger.info("Evaluate on the *%s* set", split)
         logits, labels = self.predict(data_loader)
@@ -217,17 +231,75 @@ class CLIPTrainer(TrainerX):
         results = OrderedDict(self.evaluator.evaluate())
 
         probs = F.softmax(logits, dim=1).numpy()
+        labels = labels.numpy()
         num_bins = self.cfg.TEST.CALIBRATION.NUM_BINS
-        calibration = calibration_metrics(probs, labels.numpy(), num_bins=num_bins)
+        calibration = calibration_metrics(probs, labels, num_bins=num_bins)
+        if "accuracy" in results and abs(results["accuracy"] - calibration["accuracy"]) > 1e-6:
+            logger.warning("Accuracy from the logits (%.4f%%) and from the probabilities "
+                           "(%.4f%%) differ: tied probabilities pick another class",
+                           results["accuracy"], calibration["accuracy"])
+        calibration.update(self.text_dispersion())
         for key, value in calibration.items():
-            unit = "" if key in ("nll", "brier") else "%"
-            logger.info("* %s: %.2f%s", key, value, unit)
-        results.update(calibration)
+            if key not in results:
+                logger.info("* %s: %s", key, format_metric(key, value))
+                results[key] = value
 
         for key, value in results.items():
             self.write_scalar(f"{split}/{key}", value, self.epoch)
-        self.write_results(split, results, num_samples=len(labels))
+        bins = reliability_bins(probs, labels, num_bins)
+        self.write_results(split, results, num_samples=len(labels), reliability=bins)
+        if self.cfg.TEST.SAVE_PREDICTIONS:
+            save_predictions(self.cfg.OUTPUT_DIR, split, probs, labels,
+                             self.dm.dataset.classnames)
+        if self.cfg.TEST.CALIBRATION.PLOT:
+            self.save_reliability_diagram(split, bins)
         return list(results.values())[0]
+
+    def text_dispersion(self) -> Dict[str, float]:
+        """Dispersion of the class text features, zero-shot CLIP's, and their ratio.
+
+        The tuned features come from the model's ``label_text_features()`` (None or absent:
+        nothing is reported); the zero-shot ones from the frozen CLIP with the dataset's
+        zero-shot template. See calibration/dispersion.py for the definition.
+        """
+        model = unwrap(self.model)
+        features_of = getattr(model, "label_text_features", None)
+        features = features_of() if callable(features_of) else None
+        if features is None:
+            logger.info("Text dispersion skipped: %s provides no class text features",
+                        type(model).__name__)
+            return {}
+        tuned = mean_pairwise_cosine_distance(features)
+        if tuned is None:
+            logger.info("Text dispersion skipped: it needs at least two classes")
+            return {}
+
+        classnames = tuple(self.dm.dataset.classnames)
+        template = zeroshot_template(self.cfg.DATASET.NAME)
+        cache = self.__dict__.setdefault("_zeroshot_dispersion", {})
+        if (classnames, template) not in cache:
+            zeroshot = encode_labels(self.clip_info.model, classnames, template,
+                                     device=self.device)
+            cache[(classnames, template)] = mean_pairwise_cosine_distance(zeroshot)
+        zeroshot = cache[(classnames, template)]
+
+        dispersion = OrderedDict(text_dispersion=tuned, text_dispersion_zeroshot=zeroshot)
+        ratio = dispersion_ratio(tuned, zeroshot)
+        if ratio is not None:
+            dispersion["text_dispersion_ratio"] = ratio
+        return dispersion
+
+    def save_reliability_diagram(self, split: str, bins) -> str:
+        """Draw the reliability diagram of this evaluation beside its results file."""
+        from calibration.reliability import save_reliability_diagram
+
+        classes = {"base": "base classes", "new": "new classes"}.get(
+            self.cfg.DATASET.SUBSAMPLE_CLASSES, "all classes")
+        title = f"{self.cfg.DATASET.NAME} · {self.cfg.TRAINER.NAME} · {classes} ({split})"
+        path = osp.join(self.cfg.OUTPUT_DIR, reliability_filename(split))
+        save_reliability_diagram(bins, path, title)
+        logger.info("Reliability diagram written to %s", path)
+        return path
 
     def provenance(self) -> dict:
         """What identifies this run's numbers (see the README's section on results.json)."""
@@ -241,13 +313,16 @@ class CLIPTrainer(TrainerX):
             "num_shots": self.cfg.DATASET.NUM_SHOTS,
             "subsample_classes": self.cfg.DATASET.SUBSAMPLE_CLASSES,
             "config_sha256": config_hash(self.cfg),
-            "split_file_sha256": sha256_file(getattr(dataset, "split_path", None)),
+            "split_file_sha256": split_file_hash(getattr(dataset, "split_path", None)),
             "train_list_sha256": datum_list_hash(dataset.train_x, self.cfg.DATASET.ROOT),
+            "test_list_sha256": datum_list_hash(dataset.test, self.cfg.DATASET.ROOT),
             "project_version": project_version(),
             "toolbox": BACKEND,
         }
 
-    def write_results(self, split: str, metrics: Dict[str, float], num_samples: int) -> None:
+    def write_results(self, split: str, metrics: Dict[str, float], num_samples: int,
+                      reliability: Optional[BinStats] = None) -> None:
+        """Write results*.json: metrics, the reliability bins behind ECE, and provenance."""
         record = {
             "split": split,
             "num_classes": self.num_classes,
@@ -257,4 +332,6 @@ class CLIPTrainer(TrainerX):
             "metrics": {k: float(v) for k, v in metrics.items()},
             "provenance": self.provenance(),
         }
+        if reliability is not None:
+            record["reliability"] = reliability.to_json()
         write_results(self.cfg.OUTPUT_DIR, split, record)

@@ -47,17 +47,22 @@ def init_context(token_embedding: nn.Embedding, ctx_init: str, n_ctx: int, ctx_d
 
 
 class CoOpPromptLearner(nn.Module):
-    """Holds the context vectors and assembles ``[SOT][context][name . EOT ...]`` prompts."""
+    """Holds the context vectors and assembles ``[SOT][context][name . EOT ...]`` prompts.
 
-    def __init__(self, coop_cfg, classnames: Sequence[str], clip_model: nn.Module):
+    A config node without ``CSC``/``CLASS_TOKEN_POSITION`` (CoCoOp's) means a shared context
+    and the name at the end; ``name_template`` is the fixed text after the context.
+    """
+
+    def __init__(self, coop_cfg, classnames: Sequence[str], clip_model: nn.Module,
+                 name_template: str = "{}."):
         super().__init__()
         dtype = clip_dtype(clip_model)
         ctx_dim = clip_model.ln_final.weight.shape[0]
-        position = coop_cfg.CLASS_TOKEN_POSITION
+        position = coop_cfg.get("CLASS_TOKEN_POSITION", "end")
         if position not in CLASS_TOKEN_POSITIONS:
             raise ValueError(f"CLASS_TOKEN_POSITION must be one of {CLASS_TOKEN_POSITIONS}")
 
-        n_cls = len(classnames) if coop_cfg.CSC else None
+        n_cls = len(classnames) if coop_cfg.get("CSC", False) else None
         ctx_vectors, self.context_text = init_context(
             clip_model.token_embedding, coop_cfg.CTX_INIT, coop_cfg.N_CTX, ctx_dim, dtype, n_cls)
         self.ctx = nn.Parameter(ctx_vectors)
@@ -66,8 +71,9 @@ class CoOpPromptLearner(nn.Module):
         logger.info('Initial context: "%s" (%d tokens, %s)', self.context_text, self.n_ctx,
                     "class-specific" if n_cls else "shared by all classes")
 
+        self.name_template = name_template
         labels = build_label_prompts(clip_model.token_embedding, classnames, self.context_text,
-                                     self.n_ctx, dtype)
+                                     self.n_ctx, dtype, name_template)
         self.register_buffer("token_prefix", labels.prefix)
         self.register_buffer("token_suffix", labels.suffix)
         self.register_buffer("tokenized_prompts", labels.tokenized, persistent=False)
@@ -109,11 +115,18 @@ class CoOpPromptLearner(nn.Module):
 
 
 class CoOpCLIP(nn.Module):
-    """Frozen CLIP whose class text features come from CoOp prompts."""
+    """Frozen CLIP whose class text features come from CoOp prompts.
 
-    def __init__(self, coop_cfg, classnames: Sequence[str], clip_model: nn.Module):
+    Learners that extend CoOp's context pass their own ``prompt_learner`` (a subclass of
+    ``CoOpPromptLearner``).
+    """
+
+    def __init__(self, coop_cfg, classnames: Sequence[str], clip_model: nn.Module,
+                 prompt_learner: Optional[CoOpPromptLearner] = None):
         super().__init__()
-        self.prompt_learner = CoOpPromptLearner(coop_cfg, classnames, clip_model)
+        if prompt_learner is None:
+            prompt_learner = CoOpPromptLearner(coop_cfg, classnames, clip_model)
+        self.prompt_learner = prompt_learner
         self.text_encoder = PromptedTextEncoder(clip_model)
         self.image_encoder = clip_model.visual
         self.token_embedding = clip_model.token_embedding
@@ -124,7 +137,7 @@ class CoOpCLIP(nn.Module):
         """Fixed prompt pieces for arbitrary label names (e.g. outlier labels)."""
         learner = self.prompt_learner
         return build_label_prompts(self.token_embedding, names, learner.context_text,
-                                   learner.n_ctx, self.dtype)
+                                   learner.n_ctx, self.dtype, learner.name_template)
 
     def label_text_features(self, labels: Optional[LabelPrompts] = None) -> torch.Tensor:
         """Tuned text features (unnormalised) of ``labels`` (default: the class names)."""

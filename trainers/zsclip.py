@@ -3,14 +3,14 @@
 Radford et al., "Learning Transferable Visual Models From Natural Language Supervision", 2021.
 """
 import logging
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from clip_backbone.loader import clip_dtype
-from clip_backbone.prompted import encode_texts
+from clip_backbone.prompted import encode_labels
 from clip_backbone.templates import fill, zeroshot_template
 from toolbox import register_trainer
 
@@ -22,11 +22,11 @@ logger = logging.getLogger(__name__)
 class ZeroshotModel(nn.Module):
     """Frozen CLIP with fixed, normalised class text features."""
 
-    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], template: str):
+    def __init__(self, clip_model: nn.Module, classnames: Sequence[str], template: str,
+                 device: Optional[torch.device] = None):
         super().__init__()
-        prompts = [fill(template, name) for name in classnames]
-        logger.info('Prompts: "%s" ...', prompts[0])
-        features = F.normalize(encode_texts(clip_model, prompts), dim=-1)
+        logger.info('Prompts: "%s" ...', fill(template, classnames[0]))
+        features = encode_labels(clip_model, classnames, template, device=device)
         self.register_buffer("text_features", features.to(clip_dtype(clip_model)))
         self.image_encoder = clip_model.visual
         self.logit_scale = clip_model.logit_scale
@@ -48,7 +48,7 @@ class ZeroshotCLIP(CLIPTrainer):
 
     def build_clip_model(self, classnames, clip_model):
         template = zeroshot_template(self.cfg.DATASET.NAME)
-        return ZeroshotModel(clip_model, classnames, template)
+        return ZeroshotModel(clip_model, classnames, template, device=self.device)
 
     def learnable_module(self):
         return None
