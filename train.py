@@ -148,11 +148,12 @@ def parse_args(argv=None):
 def user_errors() -> tuple:
     """Errors caused by the command line, the config or files on disk (reported in one line)."""
     from clip_backbone.loader import WeightsUnavailableError
+    from dor.vocabulary import VocabularyError
     from runtime.utils import CheckpointFormatError
     from toolbox import ToolboxError
 
     return (ValueError, KeyError, FileNotFoundError, NotADirectoryError, AssertionError,
-            WeightsUnavailableError, CheckpointFormatError, ToolboxError)
+            WeightsUnavailableError, CheckpointFormatError, ToolboxError, VocabularyError)
 
 
 if __name__ == "__main__":

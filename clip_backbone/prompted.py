@@ -95,7 +95,8 @@ def encode_token_texts(text_encoder: PromptedTextEncoder, token_embedding: nn.Em
 
     features = torch.empty(len(texts), text_encoder.text_projection.shape[1], device=device)
     batches = range(0, len(texts), batch_size)
-    for start in tqdm(batches, desc="encoding texts", disable=not progress, unit="batch"):
+    for start in tqdm(batches, desc="encoding texts", disable=None if progress else True,
+                      unit="batch"):
         index = order[start:start + batch_size].to(device)
         batch = tokens[index.cpu()].to(device)
         embeddings = token_embedding(batch).to(dtype)
@@ -173,6 +174,55 @@ def build_label_prompts(token_embedding: nn.Embedding, names: Sequence[str], con
         tokenized=tokenized,
         name_lens=[len(encode(name)) for name in names],
     )
+
+
+class ClassPromptLearner(nn.Module):
+    """Base of prompt learners: keeps the training class names' fixed prompt pieces.
+
+    They are buffers so they follow the model to its device; ``token_prefix`` and
+    ``token_suffix`` are saved (as CoOp saves them) but dropped when a checkpoint is loaded,
+    because they encode the class names of the run that saved it.
+    """
+
+    context_text = ""  # the words the context stands in for (its tokens' count is n_ctx)
+    n_ctx = 0
+    name_template = "{}."  # the fixed text after the context; {} is the label name
+
+    def register_class_prompts(self, labels: LabelPrompts) -> None:
+        self.register_buffer("token_prefix", labels.prefix)
+        self.register_buffer("token_suffix", labels.suffix)
+        self.register_buffer("tokenized_prompts", labels.tokenized, persistent=False)
+        self.classnames = labels.names
+        self.name_lens = labels.name_lens
+
+    @property
+    def class_prompts(self) -> LabelPrompts:
+        return LabelPrompts(self.classnames, self.token_prefix, self.token_suffix,
+                            self.tokenized_prompts, self.name_lens)
+
+
+class PromptedCLIP(nn.Module):
+    """Base of the learners' models: frozen CLIP's text side and prompts for any label names.
+
+    A subclass sets ``prompt_learner`` (a ``ClassPromptLearner``) and its image path;
+    ``label_prompts`` then builds the fixed pieces of its prompts for arbitrary names (new
+    classes, outlier labels), exactly as it built those of the training class names.
+    """
+
+    prompt_learner: ClassPromptLearner
+
+    def __init__(self, clip_model: nn.Module):
+        super().__init__()
+        self.text_encoder = PromptedTextEncoder(clip_model)
+        self.token_embedding = clip_model.token_embedding
+        self.logit_scale = clip_model.logit_scale
+        self.dtype = clip_model.visual.conv1.weight.dtype
+
+    def label_prompts(self, names: Sequence[str]) -> LabelPrompts:
+        """Fixed prompt pieces for arbitrary label names (e.g. outlier labels)."""
+        learner = self.prompt_learner
+        return build_label_prompts(self.token_embedding, names, learner.context_text,
+                                   learner.n_ctx, self.dtype, learner.name_template)
 
 
 class PromptedVisionEncoder(nn.Module):

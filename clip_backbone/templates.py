@@ -20,7 +20,8 @@ ZEROSHOT_TEMPLATES: Dict[str, str] = {
     "ImageNetR": "a photo of a {}.",
 }
 
-# KgCoOp and TCP anchor their prompts to these; they differ from the zero-shot set for DTD only.
+# KgCoOp anchors its prompts to these (TCP too, except two datasets: see trainers/tcp.py);
+# they differ from the zero-shot set for DTD only.
 KNOWLEDGE_TEMPLATES: Dict[str, str] = dict(
     ZEROSHOT_TEMPLATES, DescribableTextures="a photo of a {}, a type of texture.")
 

@@ -26,10 +26,10 @@ import torch
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 from clip_backbone.loader import load_clip  # noqa: E402
-from clip_backbone.prompted import encode_texts  # noqa: E402
+from clip_backbone.prompted import encode_labels, encode_texts  # noqa: E402
 from clip_backbone.templates import fill  # noqa: E402
-from dor.pool import FeatureCache, encode_labels, select_pool, vocabulary_features  # noqa: E402
-from dor.vocabulary import load_vocabulary  # noqa: E402
+from dor.pool import FeatureCache, select_pool, vocabulary_features  # noqa: E402
+from dor.vocabulary import load_vocabulary, open_wordnet  # noqa: E402
 from toolbox import get_cfg_default  # noqa: E402
 from trainers.config import extend_cfg  # noqa: E402
 from trainers.coop import CoOp  # noqa: E402
@@ -44,7 +44,8 @@ def timed(fn):
     return result, time.perf_counter() - start
 
 
-def bench_scoring(loaded, vocabulary, sample: int, batch_size: int, cache_dir: str) -> dict:
+def bench_scoring(loaded, vocab: str, vocabulary, sample: int, batch_size: int,
+                  cache_dir: str) -> dict:
     """Throughput with and without truncation, batch by batch in turn, then cached scoring."""
     model = loaded.model
     stride = max(1, len(vocabulary.labels) // sample)
@@ -58,13 +59,19 @@ def bench_scoring(loaded, vocabulary, sample: int, batch_size: int, cache_dir: s
         full += timed(lambda: encode_texts(model, batch, batch_size, truncate=False))[1]
 
     cache = FeatureCache(cache_dir)
+    key = FeatureCache.key(loaded.backbone, loaded.weights_id, TEMPLATE, vocabulary)
+    already_cached = osp.isfile(cache.path(key))
     base = vocabulary.labels[1000:1050]
 
     def score_vocabulary():
-        features = vocabulary_features(model, vocabulary, TEMPLATE, loaded.backbone,
+        """What a DOR run does before training: vocabulary (WordNet parsed anew), features,
+        base-class features, scores and the near pool."""
+        open_wordnet.cache_clear()
+        labels = load_vocabulary(vocab)
+        features = vocabulary_features(model, labels, TEMPLATE, loaded.backbone,
                                        loaded.weights_id, cache, batch_size=512)
         base_features = encode_labels(model, base, TEMPLATE)
-        return select_pool(vocabulary, features, base_features, base, "near", 5000, 1)
+        return select_pool(labels, features, base_features, base, "near", 5000, 1)
 
     _, first = timed(score_vocabulary)
     _, second = timed(score_vocabulary)
@@ -75,7 +82,7 @@ def bench_scoring(loaded, vocabulary, sample: int, batch_size: int, cache_dir: s
         "labels_per_s_full": len(texts) / full,
         "truncation_speedup": full / truncated,
         "vocabulary_labels": len(vocabulary.labels),
-        "first_run_s": first,
+        "first_run_s": None if already_cached else first,
         "cached_run_s": second,
     }
 
@@ -152,8 +159,8 @@ def main() -> None:
     loaded.model.float()
     vocabulary = load_vocabulary(args.vocab)
 
-    figures = {"scoring": bench_scoring(loaded, vocabulary, args.sample, args.batch_size,
-                                        args.cache_dir),
+    figures = {"scoring": bench_scoring(loaded, args.vocab, vocabulary, args.sample,
+                                        args.batch_size, args.cache_dir),
                "training_step": bench_steps(args.vocab, vocabulary, args.steps, args.cache_dir,
                                             args.output_dir),
                "torch_threads": torch.get_num_threads()}
@@ -162,9 +169,10 @@ def main() -> None:
           f"{scoring['labels_per_s_truncated']:.1f} labels/s truncated, "
           f"{scoring['labels_per_s_full']:.1f} labels/s full length -> "
           f"{scoring['truncation_speedup']:.2f}x (target >= 8x)")
-    print(f"    vocabulary of {scoring['vocabulary_labels']} labels: first run "
-          f"{scoring['first_run_s']:.1f} s, cached run {scoring['cached_run_s']:.2f} s "
-          "(target <= 5 s)")
+    first = ("cache already filled by an earlier run" if scoring["first_run_s"] is None
+             else f"{scoring['first_run_s']:.1f} s")
+    print(f"    vocabulary of {scoring['vocabulary_labels']} labels: first run {first}, "
+          f"cached run {scoring['cached_run_s']:.2f} s (target <= 5 s)")
     print(f"(b) training step, 50 classes, batch 32, 64 outliers: CoOp "
           f"{step['coop_step_s']:.2f} s, CoOpDOR {step['coopdor_step_s']:.2f} s -> ratio "
           f"{step['step_time_ratio']:.3f} (target <= 1.25)")

@@ -150,6 +150,22 @@ saved_epoch() {  # saved_epoch TRAIN_DIR: epoch of the last checkpoint a finishe
     echo "${BASH_REMATCH[1]}"
 }
 
+read_arguments() {  # read_arguments NAME...: assign the positional arguments, then check them
+    # Names the positional arguments (e.g. DATASET SEED), checks the settings and the seed,
+    # and resolves DATASET_CONFIG (of $DATASET) and TRAINER_CONFIG.
+    local names="$*"
+    [ ${#POSITIONAL[@]} -eq $# ] || usage "expected ${names// / and }"
+    local index=0 name
+    for name in "$@"; do
+        printf -v "${name}" '%s' "${POSITIONAL[index]}"
+        index=$((index + 1))
+    done
+    check_settings
+    check_seed "${SEED}"
+    DATASET_CONFIG=$(dataset_config "${DATASET}")
+    TRAINER_CONFIG=$(trainer_config "${CFG}")
+}
+
 run_train() {  # run_train OUTPUT_DIR ARG...: train.py for $TRAINER and $SEED into OUTPUT_DIR
     local dir=$1
     shift

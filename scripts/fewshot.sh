@@ -11,13 +11,7 @@ OPTIONS="--trainer --cfg --shots --data --out --gpu"
 source "$(dirname "$0")/common.sh"
 
 parse_options "$@"
-[ ${#POSITIONAL[@]} -eq 2 ] || usage "expected DATASET and SEED"
-DATASET=${POSITIONAL[0]}
-SEED=${POSITIONAL[1]}
-check_settings
-check_seed "${SEED}"
-DATASET_CONFIG=$(dataset_config "${DATASET}")
-TRAINER_CONFIG=$(trainer_config "${CFG}")
+read_arguments DATASET SEED
 
 DIR=${OUT}/${DATASET}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
 finished "${DIR}" && exit 0

@@ -11,13 +11,7 @@ SOURCE=${SOURCE:-imagenet}
 source "$(dirname "$0")/common.sh"
 
 parse_options "$@"
-[ ${#POSITIONAL[@]} -eq 2 ] || usage "expected DATASET and SEED"
-DATASET=${POSITIONAL[0]}
-SEED=${POSITIONAL[1]}
-check_settings
-check_seed "${SEED}"
-DATASET_CONFIG=$(dataset_config "${DATASET}")
-TRAINER_CONFIG=$(trainer_config "${CFG}")
+read_arguments DATASET SEED
 
 MODEL_DIR=${OUT}/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
 DIR=${OUT}/evaluation/${TRAINER}/${CFG}_${SHOTS}shots/${DATASET}/seed${SEED}

@@ -11,12 +11,8 @@ SOURCE=${SOURCE:-imagenet}
 source "$(dirname "$0")/common.sh"
 
 parse_options "$@"
-[ ${#POSITIONAL[@]} -eq 1 ] || usage "expected SEED"
-SEED=${POSITIONAL[0]}
-check_settings
-check_seed "${SEED}"
-DATASET_CONFIG=$(dataset_config "${SOURCE}")
-TRAINER_CONFIG=$(trainer_config "${CFG}")
+DATASET=${SOURCE}
+read_arguments SEED
 
 DIR=${OUT}/${SOURCE}/${TRAINER}/${CFG}_${SHOTS}shots/seed${SEED}
 finished "${DIR}" && exit 0

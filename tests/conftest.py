@@ -53,6 +53,22 @@ def read_results(output_dir, name: str = "results.json") -> dict:
         return json.load(f)
 
 
+@pytest.fixture(scope="module")
+def clip_model():
+    """The tiny random CLIP in fp32 (its weights are fixed by its own seed)."""
+    from clip_backbone.loader import load_clip
+
+    return load_clip("tiny-vit").model.float()
+
+
+@pytest.fixture
+def seeded():
+    """Random contexts and meta-networks draw from the global generator: fix it per test."""
+    import torch
+
+    torch.manual_seed(0)
+
+
 @pytest.fixture(autouse=True)
 def _no_dassl_env(monkeypatch):
     """Tests run against the built-in runtime unless a test asks otherwise."""

@@ -60,6 +60,13 @@ def test_missing_split_file(tmp_path, out):
     assert_one_clear_error(result, "split_zhou_OxfordPets.json")
 
 
+def test_missing_wordnet_for_a_dor_run(data_root, out, tmp_path):
+    result = run_cli("--root", data_root, "--trainer", "CoOpDOR", "--dataset-config-file",
+                     GENERATED, "--config-file", trainer_config("CoOpDOR"), "--output-dir", out,
+                     "TRAINER.DOR.WORDNET_DIR", tmp_path / "no_wordnet")
+    assert_one_clear_error(result, "apt-get install wordnet-base", "nltk.downloader wordnet")
+
+
 @pytest.mark.parametrize("value, fragment", [("bogus", "DOR_TOOLBOX must be one of"),
                                              ("dassl", "Dassl cannot be imported")])
 def test_bad_toolbox_choice(data_root, out, value, fragment):

@@ -19,19 +19,10 @@ def cocoop_cfg(**overrides):
 
 
 @pytest.fixture(scope="module")
-def clip_model():
-    return load_clip("tiny-vit").model.float()
-
-
-@pytest.fixture(autouse=True)
-def seeded():
-    """Random contexts and meta-networks draw from the global generator: fix it per test."""
-    torch.manual_seed(0)
-
-
-@pytest.fixture(scope="module")
 def images():
     return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 def test_learnable_parameters_are_the_context_and_the_meta_network(clip_model):

@@ -4,7 +4,6 @@ import torch
 import torch.nn.functional as F
 from yacs.config import CfgNode
 
-from clip_backbone.loader import load_clip
 from clip_backbone.prompted import encode_texts
 from trainers.coop import CoOpCLIP
 
@@ -16,11 +15,6 @@ def coop_cfg(**overrides):
                    "CLASS_TOKEN_POSITION": "end"})
     cfg.update(overrides)
     return cfg
-
-
-@pytest.fixture(scope="module")
-def clip_model():
-    return load_clip("tiny-vit").model.float()
 
 
 def test_learnable_parameters_are_exactly_the_context(clip_model):

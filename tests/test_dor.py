@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import train
-from clip_backbone.loader import load_clip
 from conftest import read_results, run_train, tiny_argv
 from datasets.generated import CLASSNAMES, draw_dataset
 from dor import pool as pool_module
@@ -27,11 +26,6 @@ TEMPLATE = "a photo of a {}."
 @pytest.fixture(scope="module")
 def wordnet_dir(tmp_path_factory):
     return write_wordnet(str(tmp_path_factory.mktemp("nltk_data")))
-
-
-@pytest.fixture(scope="module")
-def clip_model():
-    return load_clip("tiny-vit").model.float()
 
 
 @pytest.fixture

@@ -22,16 +22,7 @@ def kgcoop_cfg(**overrides):
     cfg.update(overrides)
     return cfg
 
-
-@pytest.fixture(scope="module")
-def clip_model():
-    return load_clip("tiny-vit").model.float()
-
-
-@pytest.fixture(autouse=True)
-def seeded():
-    """Random contexts and meta-networks draw from the global generator: fix it per test."""
-    torch.manual_seed(0)
+pytestmark = pytest.mark.usefixtures("seeded")
 
 
 def test_only_the_context_is_learnable(clip_model):

@@ -22,11 +22,6 @@ def maple_cfg(**overrides):
 
 
 @pytest.fixture(scope="module")
-def clip_model():
-    return load_clip("tiny-vit").model.float()
-
-
-@pytest.fixture(scope="module")
 def images():
     return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 

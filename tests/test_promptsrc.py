@@ -30,11 +30,6 @@ def src_cfg(**overrides):
     return cfg
 
 
-@pytest.fixture(scope="module")
-def clip_model():
-    return load_clip("tiny-vit").model.float()
-
-
 def test_learnable_parameters_follow_the_towers_widths():
     model = PromptSRCCLIP(src_cfg(), CLASSNAMES, wide_tiny_clip(layers=4, text_width=64,
                                                                 vision_width=128))

@@ -11,7 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clip_backbone.loader import clip_dtype
-from clip_backbone.prompted import LabelPrompts, PromptedTextEncoder, build_label_prompts
+from clip_backbone.prompted import (ClassPromptLearner, LabelPrompts, PromptedCLIP,
+                                    build_label_prompts)
 from clip_backbone.tokenizer import encode, tokenize
 from toolbox import compute_accuracy, register_trainer
 
@@ -46,7 +47,7 @@ def init_context(token_embedding: nn.Embedding, ctx_init: str, n_ctx: int, ctx_d
     return vectors, " ".join(["X"] * n_ctx)
 
 
-class CoOpPromptLearner(nn.Module):
+class CoOpPromptLearner(ClassPromptLearner):
     """Holds the context vectors and assembles ``[SOT][context][name . EOT ...]`` prompts.
 
     A config node without ``CSC``/``CLASS_TOKEN_POSITION`` (CoCoOp's) means a shared context
@@ -74,16 +75,7 @@ class CoOpPromptLearner(nn.Module):
         self.name_template = name_template
         labels = build_label_prompts(clip_model.token_embedding, classnames, self.context_text,
                                      self.n_ctx, dtype, name_template)
-        self.register_buffer("token_prefix", labels.prefix)
-        self.register_buffer("token_suffix", labels.suffix)
-        self.register_buffer("tokenized_prompts", labels.tokenized, persistent=False)
-        self.classnames = labels.names
-        self.name_lens = labels.name_lens
-
-    @property
-    def class_prompts(self) -> LabelPrompts:
-        return LabelPrompts(self.classnames, self.token_prefix, self.token_suffix,
-                            self.tokenized_prompts, self.name_lens)
+        self.register_class_prompts(labels)
 
     def assemble(self, labels: LabelPrompts, ctx: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Prompt embeddings [n_labels, 77, D] with ``ctx`` (default: the learned context)."""
@@ -114,7 +106,7 @@ class CoOpPromptLearner(nn.Module):
         return self.assemble(self.class_prompts)
 
 
-class CoOpCLIP(nn.Module):
+class CoOpCLIP(PromptedCLIP):
     """Frozen CLIP whose class text features come from CoOp prompts.
 
     Learners that extend CoOp's context pass their own ``prompt_learner`` (a subclass of
@@ -123,21 +115,11 @@ class CoOpCLIP(nn.Module):
 
     def __init__(self, coop_cfg, classnames: Sequence[str], clip_model: nn.Module,
                  prompt_learner: Optional[CoOpPromptLearner] = None):
-        super().__init__()
+        super().__init__(clip_model)
         if prompt_learner is None:
             prompt_learner = CoOpPromptLearner(coop_cfg, classnames, clip_model)
         self.prompt_learner = prompt_learner
-        self.text_encoder = PromptedTextEncoder(clip_model)
         self.image_encoder = clip_model.visual
-        self.token_embedding = clip_model.token_embedding
-        self.logit_scale = clip_model.logit_scale
-        self.dtype = clip_dtype(clip_model)
-
-    def label_prompts(self, names: Sequence[str]) -> LabelPrompts:
-        """Fixed prompt pieces for arbitrary label names (e.g. outlier labels)."""
-        learner = self.prompt_learner
-        return build_label_prompts(self.token_embedding, names, learner.context_text,
-                                   learner.n_ctx, self.dtype, learner.name_template)
 
     def label_text_features(self, labels: Optional[LabelPrompts] = None) -> torch.Tensor:
         """Tuned text features (unnormalised) of ``labels`` (default: the class names)."""

@@ -17,8 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clip_backbone.loader import clip_dtype
-from clip_backbone.prompted import (LabelPrompts, PromptedTextEncoder, PromptedVisionEncoder,
-                                    build_label_prompts)
+from clip_backbone.prompted import (ClassPromptLearner, LabelPrompts, PromptedCLIP,
+                                    PromptedVisionEncoder, build_label_prompts)
 from clip_backbone.tokenizer import encode
 from toolbox import compute_accuracy, register_trainer
 
@@ -69,7 +69,7 @@ def normal_prompts(count: int, n_ctx: int, width: int) -> nn.ParameterList:
     return prompts
 
 
-class PhrasePromptLearner(nn.Module):
+class PhrasePromptLearner(ClassPromptLearner):
     """Text input side shared by MaPLe and PromptSRC: ``[SOT][context][rest of phrase, name.]``.
 
     Subclasses add the deep text prompts and the vision prompts.
@@ -91,16 +91,7 @@ class PhrasePromptLearner(nn.Module):
 
         labels = build_label_prompts(clip_model.token_embedding, classnames, self.context_text,
                                      n_ctx, dtype)
-        self.register_buffer("token_prefix", labels.prefix)
-        self.register_buffer("token_suffix", labels.suffix)
-        self.register_buffer("tokenized_prompts", labels.tokenized, persistent=False)
-        self.classnames = labels.names
-        self.name_lens = labels.name_lens
-
-    @property
-    def class_prompts(self) -> LabelPrompts:
-        return LabelPrompts(self.classnames, self.token_prefix, self.token_suffix,
-                            self.tokenized_prompts, self.name_lens)
+        self.register_class_prompts(labels)
 
     def assemble(self, labels: LabelPrompts) -> torch.Tensor:
         """Prompt embeddings [n_labels, L, D]: the learned context after each SOT."""
@@ -153,7 +144,7 @@ class MultiModalPromptLearner(PhrasePromptLearner):
         return self.proj(self.ctx), deep
 
 
-class DeepPromptedCLIP(nn.Module):
+class DeepPromptedCLIP(PromptedCLIP):
     """Frozen CLIP whose text and image towers take the prompts of ``self.prompt_learner``.
 
     Subclasses set ``prompt_learner`` (a ``PhrasePromptLearner``) after calling this.
@@ -162,18 +153,8 @@ class DeepPromptedCLIP(nn.Module):
     prompt_learner: PhrasePromptLearner
 
     def __init__(self, clip_model: nn.Module):
-        super().__init__()
+        super().__init__(clip_model)
         self.image_encoder = PromptedVisionEncoder(clip_model)
-        self.text_encoder = PromptedTextEncoder(clip_model)
-        self.token_embedding = clip_model.token_embedding
-        self.logit_scale = clip_model.logit_scale
-        self.dtype = clip_dtype(clip_model)
-
-    def label_prompts(self, names: Sequence[str]) -> LabelPrompts:
-        """Fixed prompt pieces for arbitrary label names (e.g. outlier labels)."""
-        learner = self.prompt_learner
-        return build_label_prompts(self.token_embedding, names, learner.context_text,
-                                   learner.n_ctx, self.dtype)
 
     def label_text_features(self, labels: Optional[LabelPrompts] = None) -> torch.Tensor:
         """Tuned text features (unnormalised) of ``labels`` (default: the class names)."""
