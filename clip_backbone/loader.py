@@ -37,34 +37,11 @@ OPENAI_CACHE = osp.expanduser("~/.cache/clip")
 RANDOM_TAG = "random"
 
 
-@dataclass(frozen=True)
-class TinySpec:
-    """A random-init CLIP small enough to build in well under a second, for tests and demos."""
-
-    embed_dim: int = 64
-    image_size: int = 32
-    vision_layers: object = 2
-    vision_width: int = 64
-    patch_size: Optional[int] = 8
-    text_width: int = 64
-    text_layers: int = 2
-    seed: int = 0
-
-    def model_cfg(self) -> dict:
-        return {
-            "embed_dim": self.embed_dim,
-            "vision_cfg": {"image_size": self.image_size, "layers": self.vision_layers,
-                           "width": self.vision_width, "patch_size": self.patch_size,
-                           "head_width": 64},
-            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": self.text_width,
-                         "heads": max(1, self.text_width // 64), "layers": self.text_layers},
-        }
-
-
-TINY_MODELS: Dict[str, TinySpec] = {
-    "tiny-vit": TinySpec(),
-    "tiny-rn": TinySpec(vision_layers=(1, 1, 1, 1), vision_width=16, patch_size=None),
-}
+# Tiny random-init CLIPs for tests and demos, registered as open_clip architectures (their
+# configs are in model_configs/) so that checkpoints of them load like any open_clip model.
+TINY_MODELS = ("tiny-vit", "tiny-rn")
+TINY_SEED = 0
+open_clip.add_model_config(osp.join(osp.dirname(osp.abspath(__file__)), "model_configs"))
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -77,7 +54,7 @@ def resolve_architecture(name: str) -> str:
         return COOP_NAMES[name]
     arch = name.replace("/", "-")
     if arch not in open_clip.list_models():
-        known = sorted(COOP_NAMES) + sorted(TINY_MODELS)
+        known = sorted(COOP_NAMES)
         raise ValueError(f'Unknown CLIP backbone "{name}". Use one of {known} or an open_clip '
                          "model name (open_clip.list_models())")
     return arch
@@ -112,11 +89,11 @@ def file_sha256(path: str) -> str:
 
 
 def build_tiny(name: str) -> CLIP:
-    """The registered tiny model ``name``, with weights fixed by its seed (not the global RNG)."""
-    spec = TINY_MODELS[name]
+    """The registered tiny model ``name``, with weights fixed by its seed (not the global RNG),
+    built in well under a second."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed)
-        model = CLIP(**spec.model_cfg(), quick_gelu=True, cast_dtype=torch.float16)
+        torch.manual_seed(TINY_SEED)
+        model = CLIP(**open_clip.get_model_config(name), cast_dtype=torch.float16)
     convert_weights_to_lp(model, dtype=torch.float16)
     with torch.no_grad():
         model.logit_scale.fill_(torch.log(torch.tensor(100.0)).item())
@@ -134,34 +111,49 @@ def build_random(name: str, seed: int = 0) -> CLIP:
     return model.eval()
 
 
-def _is_openai_file(path: str) -> Tuple[bool, Optional[dict]]:
-    """Open an OpenAI CLIP file (TorchScript archive or plain state dict)."""
+def _openai_state(path: str) -> dict:
+    """The state dict of an OpenAI CLIP file: a TorchScript archive, or a plain state dict."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # jit.load's deprecation notice
-            return True, torch.jit.load(path, map_location="cpu").eval().state_dict()
+            state = torch.jit.load(path, map_location="cpu").eval().state_dict()
     except RuntimeError:
-        pass
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
     state = {k[7:] if k.startswith("module.") else k: v for k, v in state.items()}
-    is_openai = "positional_embedding" in state and "visual.conv1.weight" in state and (
-        "visual.proj" in state or "visual.attnpool.positional_embedding" in state)
-    return is_openai, state
+    if "positional_embedding" not in state or "visual.conv1.weight" not in state:
+        raise ValueError(f'"{path}" is not an OpenAI CLIP file; for an open_clip checkpoint '
+                         "give MODEL.BACKBONE.NAME its architecture and MODEL.BACKBONE.TAG "
+                         "the tag it was trained as (or an open_clip name)")
+    for key in ("input_resolution", "context_length", "vocab_size"):
+        state.pop(key, None)
+    return state
 
 
-def _load_file(path: str, name: str) -> CLIP:
-    is_openai, state = _is_openai_file(path)
-    if is_openai:
-        for key in ("input_resolution", "context_length", "vocab_size"):
-            state.pop(key, None)
-        return build_model_from_openai_state_dict(state, quick_gelu=True,
+def _is_torchscript(path: str) -> bool:
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("constants.pkl") or "/code/" in name
+                   for name in archive.namelist())
+
+
+def _load_file(path: str, name: str, tag: str) -> CLIP:
+    """A local checkpoint. OpenAI's files (TorchScript archives; state dicts when the backbone
+    is a CoOp name or the tag is ``openai``) are rebuilt as OpenAI ships CLIP, with QuickGELU.
+    Anything else is an open_clip checkpoint of the named architecture, whose activation comes
+    from the tag's pretrained config (or the architecture's own, e.g. ``-quickgelu`` names):
+    the state dict alone cannot tell GELU from QuickGELU."""
+    if _is_torchscript(path) or tag == "openai" or (name in COOP_NAMES and not tag):
+        return build_model_from_openai_state_dict(_openai_state(path), quick_gelu=True,
                                                   cast_dtype=torch.float16)
 
     arch = resolve_architecture(name)
+    tag_cfg = (open_clip.get_pretrained_cfg(arch, tag) or {}) if tag else {}
     return open_clip.create_model(arch, pretrained=path, precision="fp16", device="cpu",
-                                  force_quick_gelu="quickgelu" not in arch and "openai" in path)
+                                  force_quick_gelu=bool(tag_cfg.get("quick_gelu")))
 
 
 def _missing_weights_message(name: str, arch: str, tag: str, error: Exception) -> str:
@@ -219,7 +211,7 @@ def _load_named(name: str, tag: str) -> Tuple[CLIP, str]:
     if tag == "openai" and cfg.get("url"):
         local = osp.join(OPENAI_CACHE, osp.basename(cfg["url"]))
         if osp.isfile(local):
-            return _load_file(local, name), local
+            return _load_file(local, name, tag), local
 
     try:
         path = _cached_hub_file(cfg) or _download(cfg)
@@ -248,11 +240,11 @@ def load_clip(name: str, path: str = "", tag: str = "") -> LoadedCLIP:
         if not osp.isfile(path):
             raise WeightsUnavailableError(f'MODEL.BACKBONE.PATH "{path}" is not a file')
         logger.info("Loading CLIP weights from %s", path)
-        model = _load_file(path, name)
+        model = _load_file(path, name, tag)
         weights_id = f"sha256:{file_sha256(path)}"
     elif name in TINY_MODELS:
         model = build_tiny(name)
-        weights_id = f"random-init:{name}:seed{TINY_MODELS[name].seed}"
+        weights_id = f"random-init:{name}:seed{TINY_SEED}"
     elif tag == RANDOM_TAG:
         model = build_random(name)
         weights_id = f"random-init:{resolve_architecture(name)}:seed0"

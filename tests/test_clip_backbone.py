@@ -28,20 +28,38 @@ def test_weights_are_in_openai_mixed_precision():
     assert model.ln_final.weight.dtype == torch.float32
 
 
-@pytest.mark.parametrize("name", ["tiny-vit", "tiny-rn"])
-def test_local_openai_file_loads_the_same_model(name, tmp_path):
-    reference = load_clip(name).model.float().eval()
-    path = tmp_path / "clip.pt"
-    torch.save(load_clip(name).model.state_dict(), path)
-
-    loaded = load_clip(name, path=str(path))
-    assert loaded.weights_id.startswith("sha256:")
-    model = loaded.model.float().eval()
+def _same_outputs(model, reference) -> None:
     tokens = tokenize(TEXTS)
+    image = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model.encode_text(tokens), reference.encode_text(tokens), atol=1e-5)
-        image = torch.randn(2, 3, 32, 32)
         assert torch.allclose(model.encode_image(image), reference.encode_image(image), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny-vit", "tiny-rn"])
+def test_local_checkpoints_load_the_same_model(name, tmp_path):
+    reference = load_clip(name).model.float().eval()
+    state = load_clip(name).model.state_dict()
+
+    # An open_clip training checkpoint (wrapped, "module." prefixes) of a registered architecture.
+    wrapped = tmp_path / "epoch_3.pt"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}},
+               wrapped)
+    loaded = load_clip(name, path=str(wrapped))
+    assert loaded.weights_id.startswith("sha256:")
+    _same_outputs(loaded.model.float().eval(), reference)
+
+    # The same weights as an OpenAI-style state dict, read by OpenAI's rebuild (QuickGELU).
+    plain = tmp_path / "clip.pt"
+    torch.save(state, plain)
+    _same_outputs(load_clip(name, path=str(plain), tag="openai").model.float().eval(), reference)
+
+
+def test_a_file_that_is_not_clip_is_refused(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"weight": torch.zeros(2)}, path)
+    with pytest.raises(ValueError, match="not an OpenAI CLIP file"):
+        load_clip("ViT-B/16", path=str(path))
 
 
 def test_missing_weights_name_the_file_and_how_to_get_it(monkeypatch, tmp_path):

@@ -1,20 +1,24 @@
 """The prompted ViT image encoder: equal to CLIP's without prompts, prompts where they belong."""
+import copy
+
+import open_clip
 import pytest
 import torch
 from open_clip.model import CLIP
 
-from clip_backbone.loader import TinySpec, load_clip
+from clip_backbone.loader import load_clip
 from clip_backbone.prompted import PromptedVisionEncoder
 
 
 def wide_tiny_clip(layers: int = 4, text_width: int = 64, vision_width: int = 128) -> CLIP:
     """A random fp32 CLIP whose towers differ in width and have ``layers`` layers each, so
     that widths and depths taken from the wrong tower show up."""
-    spec = TinySpec(vision_layers=layers, text_layers=layers, text_width=text_width,
-                    vision_width=vision_width)
+    cfg = copy.deepcopy(open_clip.get_model_config("tiny-vit"))
+    cfg["vision_cfg"].update(layers=layers, width=vision_width)
+    cfg["text_cfg"].update(layers=layers, width=text_width)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return CLIP(**spec.model_cfg(), quick_gelu=True).eval()
+        return CLIP(**cfg).eval()
 
 
 @pytest.fixture(scope="module")
