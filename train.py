@@ -42,7 +42,8 @@ def reset_cfg(cfg, args) -> None:
 
 
 def setup_cfg(args):
-    """Defaults → project keys → dataset yaml → method yaml → flags → ``opts``, then freeze."""
+    """Merge in CoOp's order: defaults, project keys, dataset yaml, method yaml, flags,
+    ``opts``; then freeze."""
     from toolbox import get_cfg_default
     from trainers.config import extend_cfg
 

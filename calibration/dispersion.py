@@ -18,8 +18,8 @@ import torch.nn.functional as F
 def mean_pairwise_cosine_distance(features: torch.Tensor) -> Optional[float]:
     """D above for the rows of ``features`` [n, d] (any scale); None when n < 2.
 
-    Uses Σ_{i≠j} cos(t_i, t_j) = ‖Σ_i t̂_i‖² − n for unit vectors t̂_i, which needs O(n·d)
-    memory instead of an n×n similarity matrix.
+    Uses Σ_{i≠j} cos(t_i, t_j) = ‖Σ_i t̂_i‖² − n for unit vectors t̂_i,
+    which needs O(n·d) memory instead of an n×n similarity matrix.
     """
     if features.dim() != 2:
         raise ValueError(f"Expected class features [n, d]; got shape {tuple(features.shape)}")

@@ -151,7 +151,8 @@ class GaussianPromptAggregation:
         self.states[epoch] = {k: v.detach().float().cpu().clone() for k, v in state.items()}
 
     def average(self) -> Dict[str, torch.Tensor]:
-        """Σ_e w_e θ_e / Σ_e w_e over the recorded epochs (Σ_e w_e = 1 when all are recorded)."""
+        """Σ_e w_e θ_e / Σ_e w_e over the recorded epochs (the weights sum to 1 when every
+        epoch is recorded)."""
         if not self.states:
             raise RuntimeError("Gaussian prompt aggregation has no recorded epoch")
         weights = {epoch: self.weights[epoch - 1] for epoch in self.states}
