@@ -6,11 +6,14 @@
 """
 import argparse
 import contextlib
+import glob
+import json
 import logging
 import os
 import os.path as osp
 import sys
 import time
+from typing import Optional
 
 import torch
 
@@ -66,26 +69,114 @@ def setup_cfg(args):
 
 @contextlib.contextmanager
 def config_errors(where: str):
-    """Turn yacs' assertion and key errors into one readable ``ValueError``."""
+    """Turn yacs' assertion, key and type errors into one readable ``ValueError``."""
     try:
         yield
-    except (AssertionError, KeyError) as error:
+    except (AssertionError, KeyError, ValueError) as error:
         detail = error.args[0] if error.args else repr(error)
         raise ValueError(f"Config error {where}: {detail}") from error
 
 
-def save_config(cfg) -> None:
-    """Write the resolved config as ``config.yaml``; a differing older one is kept, renamed."""
+def save_config(cfg) -> str:
+    """Write the resolved config as ``config.yaml``; beside a differing older one (which is
+    left as it is) it goes to ``config.yaml-<time>``. Returns the path written or matched."""
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     path = osp.join(cfg.OUTPUT_DIR, "config.yaml")
     text = cfg.dump()
     if osp.exists(path):
         with open(path) as f:
             if f.read() == text:
-                return
-        os.replace(path, path + time.strftime("-%Y-%m-%d-%H-%M-%S"))
+                return path
+        path += time.strftime("-%Y-%m-%d-%H-%M-%S")
+        logger.info("config.yaml holds another config; this run's is in %s", path)
     with open(path, "w") as f:
         f.write(text)
+    return path
+
+
+def finished_run(cfg, args) -> Optional[str]:
+    """The results file in OUTPUT_DIR of a finished run identical to this one, else None.
+
+    Identical means the same config (locations aside) and, for ``--eval-only``, the same
+    checkpoint file evaluated. A training run is finished only once its last epoch is saved;
+    one trained with ``TEST.NO_TEST`` counts as finished then, under the same config.yaml.
+    """
+    from calibration.records import config_hash, results_filename
+
+    pointers = glob.glob(osp.join(cfg.OUTPUT_DIR, "*", "checkpoint"))
+    if not args.eval_only and not last_epoch_saved(pointers, cfg.OPTIM.MAX_EPOCH):
+        return None  # an interrupted training run: re-running it resumes
+    if cfg.TEST.NO_TEST and not args.eval_only:
+        with contextlib.suppress(OSError):
+            with open(osp.join(cfg.OUTPUT_DIR, "config.yaml")) as f:
+                if pointers and f.read() == cfg.dump():
+                    return osp.dirname(pointers[0])
+        return None
+
+    path = osp.join(cfg.OUTPUT_DIR, results_filename(cfg.TEST.SPLIT))
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        provenance = record["provenance"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if provenance.get("config_sha256") != config_hash(cfg):
+        return None
+    if args.eval_only:
+        evaluated = provenance.get("evaluated_checkpoint")
+        if not args.model_dir:
+            return path if evaluated is None else None
+        wanted = "model-best.pth.tar" if args.load_epoch is None else \
+            f"model.pth.tar-{args.load_epoch}"
+        if not evaluated or osp.basename(evaluated) != wanted or \
+                osp.dirname(osp.dirname(evaluated)) != osp.abspath(args.model_dir):
+            return None
+    return path
+
+
+def last_epoch_saved(pointers, max_epoch: int) -> bool:
+    """Whether every ``checkpoint`` pointer file names the checkpoint of the last epoch."""
+    for pointer in pointers:
+        try:
+            with open(pointer) as f:
+                if f.read().strip() != f"model.pth.tar-{max_epoch}":
+                    return False
+        except OSError:
+            return False
+    return True
+
+
+def set_aside_outputs(cfg, args) -> Optional[str]:
+    """Move this run's earlier outputs into ``OUTPUT_DIR/replaced-<time>/`` (for ``--force``).
+
+    A training run moves everything (checkpoints too, so it starts afresh); an evaluation
+    moves only what it writes (results, diagrams, predictions), since OUTPUT_DIR may also be
+    the model directory.
+    """
+    if not osp.isdir(cfg.OUTPUT_DIR):
+        return None
+    if args.eval_only:
+        patterns = ("results*.json", "reliability*.png", "predictions*.npz")
+        entries = sorted({osp.basename(p) for pattern in patterns
+                          for p in glob.glob(osp.join(cfg.OUTPUT_DIR, pattern))})
+    else:
+        entries = sorted(e for e in os.listdir(cfg.OUTPUT_DIR) if not e.startswith("replaced-"))
+    if not entries:
+        return None
+
+    target = osp.join(cfg.OUTPUT_DIR, time.strftime("replaced-%Y-%m-%d-%H-%M-%S"))
+    os.makedirs(target)
+    for entry in entries:
+        os.replace(osp.join(cfg.OUTPUT_DIR, entry), osp.join(target, entry))
+    return target
+
+
+def make_deterministic() -> None:
+    """Ask CUDA for reproducible kernels (slower); CPU runs are reproducible without this."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def main(args) -> None:
@@ -95,13 +186,25 @@ def main(args) -> None:
     import trainers  # noqa: F401  (registers the trainers)
 
     cfg = setup_cfg(args)
+    finished = finished_run(cfg, args)
+    if finished and not args.force:
+        print(f'Skipped: "{cfg.OUTPUT_DIR}" already holds this finished run ({finished}); '
+              "pass --force to run it again (its outputs are then kept in replaced-<time>/)",
+              file=sys.stderr)
+        return
+    set_aside = set_aside_outputs(cfg, args) if args.force else None
+
     if cfg.SEED >= 0:
         set_random_seed(cfg.SEED)
     setup_logger(cfg.OUTPUT_DIR)
+    if set_aside:
+        logger.info("--force: the earlier outputs were moved to %s", set_aside)
     if cfg.SEED >= 0:
         logger.info("Setting fixed seed: %d", cfg.SEED)
-    if torch.cuda.is_available() and cfg.USE_CUDA:
-        torch.backends.cudnn.benchmark = True
+    if args.deterministic:
+        make_deterministic()
+    elif torch.cuda.is_available() and cfg.USE_CUDA:
+        torch.backends.cudnn.benchmark = True  # Dassl's setting: fastest kernels, not bitwise
 
     arguments = "\n".join(f"{k}: {v}" for k, v in sorted(vars(args).items()))
     logger.info("** Arguments **\n%s", arguments)
@@ -141,35 +244,61 @@ def parse_args(argv=None):
     parser.add_argument("--load-epoch", type=int,
                         help="load the checkpoint of this epoch (default: model-best)")
     parser.add_argument("--no-train", action="store_true", help="build the trainer only")
+    parser.add_argument("--force", action="store_true",
+                        help="run even if OUTPUT_DIR holds this finished run; earlier outputs "
+                             "are moved to OUTPUT_DIR/replaced-<time>/")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="deterministic CUDA kernels (slower; CPU runs are always "
+                             "reproducible)")
     parser.add_argument("opts", default=None, nargs=argparse.REMAINDER,
                         help="modify config options from the command line (KEY VALUE ...)")
     return parser.parse_args(argv)
 
 
 def user_errors() -> tuple:
-    """Errors caused by the command line, the config or files on disk (reported in one line)."""
+    """Errors caused by the command line, the config, files on disk or a diverging loss
+    (reported in one line)."""
     from clip_backbone.loader import WeightsUnavailableError
     from dor.vocabulary import VocabularyError
-    from runtime.utils import CheckpointFormatError
+    from runtime.utils import CheckpointFormatError, ImageReadError
     from toolbox import ToolboxError
+    from trainers.base import NonFiniteLossError
 
     return (ValueError, KeyError, FileNotFoundError, NotADirectoryError, AssertionError,
-            WeightsUnavailableError, CheckpointFormatError, ToolboxError, VocabularyError)
+            WeightsUnavailableError, CheckpointFormatError, ToolboxError, VocabularyError,
+            ImageReadError, NonFiniteLossError)
 
 
-if __name__ == "__main__":
-    arguments = parse_args()
+def one_line(error: BaseException) -> str:
+    """The message of ``error``; for one re-raised from a data-loading worker, the original's."""
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    message = str(error)
+    if "Original Traceback" in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[-1]
+    return message
+
+
+def cli(argv=None) -> int:
+    """Run the command line; returns the exit status (2: bad input, reported in one line).
+
+    Set DOR_DEBUG=1 to see the traceback of such an error instead.
+    """
+    args = parse_args(argv)
     try:
-        main(arguments)
+        main(args)
     except Exception as error:
         try:
             is_user_error = isinstance(error, user_errors())
         except Exception:  # the toolbox itself failed to import: that is the error to report
             is_user_error = True
-        if not is_user_error:
+        if not is_user_error or os.environ.get("DOR_DEBUG"):
             raise
-        if os.environ.get("DOR_DEBUG"):
-            raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
+        print(f"error: {one_line(error)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

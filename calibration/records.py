@@ -1,5 +1,4 @@
 """What a run writes about each evaluation: ``results*.json`` with its provenance."""
-import datetime
 import hashlib
 import json
 import logging
@@ -17,7 +16,7 @@ PROJECT_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PROJECT_VERSION = "0.1.0"
 
 # Keys that locate a run on disk but cannot change its numbers; the config hash ignores them.
-LOCATION_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT")
+LOCATION_KEYS = ("OUTPUT_DIR", "RESUME", "DATASET.ROOT", "TRAINER.DOR.CACHE_DIR")
 
 
 def sha256_text(text: str) -> str:
@@ -42,8 +41,9 @@ def config_hash(cfg) -> str:
         node = clone
         *parents, leaf = dotted.split(".")
         for parent in parents:
-            node = node[parent]
-        node[leaf] = ""
+            node = node.get(parent) if node is not None else None
+        if node is not None and leaf in node:
+            node[leaf] = ""
     return sha256_text(clone.dump())
 
 
@@ -93,8 +93,7 @@ def write_results(output_dir: str, split: str, record: Dict[str, Any]) -> str:
     """Write one evaluation record atomically and return its path."""
     os.makedirs(output_dir, exist_ok=True)
     path = osp.join(output_dir, results_filename(split))
-    record = dict(record, written_at=datetime.datetime.now().isoformat(timespec="seconds"),
-                  torch_version=torch.__version__)
+    record = dict(record, torch_version=torch.__version__)
     with open(path + ".tmp", "w") as f:
         json.dump(record, f, indent=2)
     os.replace(path + ".tmp", path)

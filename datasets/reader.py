@@ -43,6 +43,35 @@ Splits = Tuple[Optional[list], Optional[list], Optional[list]]
 
 # ----------------------------------------------------------------------------- split files
 
+def is_readable_image(path: str) -> bool:
+    """Whether ``path`` exists and PIL recognises it as an image (its header, not every pixel)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception:  # PIL raises many types for a damaged file; all mean "unreadable"
+        return False
+    return True
+
+
+def warn_short_classes(train: Sequence, num_shots: int) -> None:
+    """Warn about classes with fewer training images than ``NUM_SHOTS``.
+
+    Like Dassl (which CoOp's readers call with ``repeat=False``), such a class keeps all of its
+    images, so it has fewer than ``num_shots`` examples; nothing is repeated.
+    """
+    counts: Dict[str, int] = defaultdict(int)
+    for item in train:
+        counts[item.classname] += 1
+    short = {name: n for name, n in counts.items() if n < num_shots}
+    if short:
+        listed = ", ".join(f"{name} ({n})" for name, n in list(short.items())[:5])
+        logger.warning("NUM_SHOTS %d exceeds the training images of %d class(es): %s%s. Each "
+                       "keeps all its images, as in Dassl", num_shots, len(short), listed,
+                       ", ..." if len(short) > 5 else "")
+
+
 def read_split(filepath: str, path_prefix: str) -> Tuple[List[SplitItem], ...]:
     """Read a CoOp split JSON (``train``/``val``/``test`` lists of [path, label, classname])."""
     logger.info("Reading split from %s", filepath)
@@ -280,10 +309,17 @@ class CoOpDataset(DatasetBase):
     split_relative_to_dataset_dir = False
     class_count = 0
     test_only = False
+    skip_bad_images = False
 
     def __init__(self, cfg):
         self.locate(cfg.DATASET.ROOT)
+        self.skip_bad_images = bool(cfg.DATASET.get("SKIP_BAD_IMAGES", False))
+        self.skipped_images: List[str] = []
         train, val, test = self.read_splits()
+        if self.skipped_images:
+            logger.warning("Skipped %d listed images that are missing or unreadable "
+                           "(DATASET.SKIP_BAD_IMAGES), e.g. %s", len(self.skipped_images),
+                           ", ".join(self.skipped_images[:3]))
         if self.test_only:
             if cfg.DATASET.NUM_SHOTS > 0 or cfg.DATASET.SUBSAMPLE_CLASSES != "all":
                 logger.info("%s is a test-only dataset: NUM_SHOTS and SUBSAMPLE_CLASSES are "
@@ -398,11 +434,18 @@ class CoOpDataset(DatasetBase):
         return None
 
     def to_datums(self, items) -> List[Datum]:
-        """``Datum`` objects for split items; a missing image names the check to run."""
+        """``Datum`` objects for split items; a missing image names the check to run.
+
+        With ``DATASET.SKIP_BAD_IMAGES`` missing images, and files PIL cannot identify as an
+        image, are left out instead (and counted in ``skipped_images``).
+        """
         datums = []
         for item in items:
             if isinstance(item, Datum):
                 datums.append(item)
+                continue
+            if self.skip_bad_images and not is_readable_image(item.impath):
+                self.skipped_images.append(item.impath)
                 continue
             try:
                 datums.append(Datum(impath=item.impath, label=item.label,
@@ -411,7 +454,8 @@ class CoOpDataset(DatasetBase):
                 raise DatasetError(
                     f'Image "{item.impath}" is listed in {type(self).__name__}\'s split but '
                     "does not exist; `python -m datasets.prepare check --dataset "
-                    f"{type(self).__name__} --root {self.root}` lists every missing image"
+                    f"{type(self).__name__} --root {self.root}` lists every missing image, and "
+                    "DATASET.SKIP_BAD_IMAGES True trains without such images"
                 ) from error
         return datums
 
@@ -425,6 +469,7 @@ class CoOpDataset(DatasetBase):
         num_shots = cfg.DATASET.NUM_SHOTS
         if num_shots < 1:
             return train, val
+        warn_short_classes(train, num_shots)
 
         os.makedirs(self.split_fewshot_dir, exist_ok=True)
         path = osp.join(self.split_fewshot_dir, f"shot_{num_shots}-seed_{cfg.SEED}.pkl")

@@ -125,20 +125,25 @@ def excluded_keys(vocabulary: Vocabulary, base_classnames: Sequence[str]) -> set
 
 
 def select_pool(vocabulary: Vocabulary, features: torch.Tensor, base_features: torch.Tensor,
-                base_classnames: Sequence[str], strategy: str, pool_size: int,
+                base_classnames: Sequence[str], strategy: str, pool_size: Optional[int],
                 seed: int) -> OutlierPool:
-    """Pick ``pool_size`` vocabulary labels by ``strategy`` (near, far or random)."""
+    """Pick ``pool_size`` vocabulary labels by ``strategy`` (near, far or random); None keeps
+    every eligible label, in ``strategy`` order. Asking for more than there are is an error."""
     if strategy not in ("near", "far", "random"):
         raise ValueError(f'TRAINER.DOR.STRATEGY must be one of {STRATEGIES}, got "{strategy}"')
     excluded = excluded_keys(vocabulary, base_classnames)
     eligible = torch.tensor([i for i, label in enumerate(vocabulary.labels)
                              if comparison_key(label) not in excluded], dtype=torch.long)
     if len(eligible) == 0:
-        raise ValueError("Every vocabulary label is a base class name or synonym")
-    if pool_size > len(eligible):
-        logger.warning("POOL_SIZE %d exceeds the %d eligible labels: using all of them",
-                       pool_size, len(eligible))
+        raise ValueError(f"Every label of the vocabulary {vocabulary.source} "
+                         f"({len(vocabulary.labels)}) is a base class name or a synonym of one: "
+                         "no outlier is left")
+    if pool_size is None:
         pool_size = len(eligible)
+    if pool_size > len(eligible):
+        raise ValueError(f"TRAINER.DOR.POOL_SIZE ({pool_size}) exceeds the {len(eligible)} "
+                         f"labels of {vocabulary.source} left after excluding the base classes "
+                         f"and their synonyms; set POOL_SIZE to at most {len(eligible)}")
 
     scores = (features[eligible] @ base_features.t()).max(dim=1).values
     if strategy == "random":

@@ -10,6 +10,7 @@ prompted text path (``model.label_text_features(model.label_prompts(names))``), 
 class-aware or instance-conditioned prompts are regularised exactly as the learner uses them.
 The pool is built when training starts, so evaluation-only runs need no vocabulary.
 """
+import hashlib
 import json
 import logging
 import os
@@ -21,9 +22,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from clip_backbone.templates import zeroshot_template
-
 from clip_backbone.prompted import encode_labels
+from clip_backbone.templates import zeroshot_template
 
 from .pool import FeatureCache, OutlierPool, oracle_pool, select_pool, vocabulary_features
 from .sampler import OutlierSampler
@@ -32,6 +32,11 @@ from .vocabulary import load_vocabulary
 logger = logging.getLogger(__name__)
 
 RESAMPLE_CHOICES = ("epoch", "iter")
+
+
+def pool_hash(labels) -> str:
+    """SHA-256 of the pool's labels in pool order (what the draws index into)."""
+    return hashlib.sha256("\n".join(labels).encode("utf-8")).hexdigest()
 
 
 def _unwrap(model):
@@ -54,6 +59,9 @@ class DORMixin:
             raise ValueError("TRAINER.DOR.LAMBDA must be non-negative")
         if dor.POOL_SIZE < 1 or dor.NUM_OUTLIERS < 1:
             raise ValueError("TRAINER.DOR.POOL_SIZE and NUM_OUTLIERS must be positive")
+        if dor.STRATEGY != "oracle" and dor.NUM_OUTLIERS > dor.POOL_SIZE:
+            raise ValueError(f"TRAINER.DOR.NUM_OUTLIERS ({dor.NUM_OUTLIERS}) exceeds POOL_SIZE "
+                             f"({dor.POOL_SIZE}): each draw takes distinct pool labels")
 
     # ------------------------------------------------------------------ pool
 
@@ -105,11 +113,34 @@ class DORMixin:
                                         "sha256": vocabulary.sha256}
         return pool
 
+    def checkpoint_extras(self) -> dict:
+        """The draw seed and the pool's identity: a resumed run must draw from the same pool."""
+        extras = super().checkpoint_extras()
+        extras["dor"] = {"seed": self.dor_state["seed"],
+                         "pool_sha256": self.dor_state["pool_sha256"]}
+        return extras
+
+    def restore_checkpoint_extras(self, extras: dict) -> None:
+        super().restore_checkpoint_extras(extras)
+        self.resumed_dor_state = extras.get("dor")
+
     def before_train(self) -> None:
         super().before_train()
         dor = self.dor_cfg
-        self.dor_state = {"seed": self.dor_seed(), "template": self.dor_template()}
+        resumed = getattr(self, "resumed_dor_state", None)
+        seed = resumed["seed"] if resumed else self.dor_seed()
+        self.dor_state = {"seed": seed, "template": self.dor_template()}
         self.outlier_pool = self.build_outlier_pool()
+        self.dor_state["pool_sha256"] = pool_hash(self.outlier_pool.labels)
+        if resumed and resumed["pool_sha256"] != self.dor_state["pool_sha256"]:
+            raise ValueError(
+                f'The outlier pool differs from the one the checkpoint in "{self.output_dir}" '
+                "was trained with (the vocabulary, the DOR settings or the weights changed), so "
+                "resuming would not continue that run; restore them, or start afresh with "
+                "--force")
+        if dor.NUM_OUTLIERS > len(self.outlier_pool):
+            raise ValueError(f"TRAINER.DOR.NUM_OUTLIERS ({dor.NUM_OUTLIERS}) exceeds the "
+                             f"{len(self.outlier_pool)} labels of the {dor.STRATEGY} pool")
         self.outlier_targets = self.outlier_pool.features.to(self.device)
         self.outlier_sampler = OutlierSampler(self.outlier_pool.scores, dor.NUM_OUTLIERS,
                                               self.dor_state["seed"], dor.SAMPLING,

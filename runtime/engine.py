@@ -19,8 +19,9 @@ from tqdm import tqdm
 from .data.manager import DataManager
 from .evaluation import build_evaluator
 from .registry import Registry, check_availability
-from .utils import (AverageMeter, MetricMeter, format_eta, load_checkpoint, mkdir_if_missing,
-                    resume_from_checkpoint, save_checkpoint)
+from .utils import (AverageMeter, MetricMeter, capture_rng_state, format_eta, load_checkpoint,
+                    mkdir_if_missing, restore_rng_state, resume_from_checkpoint,
+                    save_checkpoint)
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,13 @@ class TrainerBase:
 
     def save_model(self, epoch: int, directory: str, is_best: bool = False,
                    val_result: Optional[float] = None, model_name: str = "") -> None:
-        """Write one checkpoint per registered model under ``directory/<name>/``."""
+        """Write one checkpoint per registered model under ``directory/<name>/``.
+
+        Besides Dassl's entries, each holds the global RNG states and ``checkpoint_extras()``,
+        which a resumed run restores so that it continues exactly as an uninterrupted one.
+        """
+        rng_state = capture_rng_state()
+        extras = self.checkpoint_extras()
         for name in self.get_model_names():
             optim, sched = self._optims[name], self._scheds[name]
             save_checkpoint(
@@ -76,11 +83,20 @@ class TrainerBase:
                     "optimizer": optim.state_dict() if optim is not None else None,
                     "scheduler": sched.state_dict() if sched is not None else None,
                     "val_result": val_result,
+                    "rng_state": rng_state,
+                    "extras": extras,
                 },
                 osp.join(directory, name),
                 is_best=is_best,
                 model_name=model_name,
             )
+
+    def checkpoint_extras(self) -> dict:
+        """Trainer state saved in every checkpoint (tensors and plain values only)."""
+        return {}
+
+    def restore_checkpoint_extras(self, extras: dict) -> None:
+        """Take back what ``checkpoint_extras`` saved, when training resumes."""
 
     def resume_model_if_exist(self, directory: str) -> int:
         """Resume every registered model from ``directory`` if all have checkpoints there."""
@@ -90,11 +106,19 @@ class TrainerBase:
             return 0
 
         logger.info('Found checkpoint at "%s" (will resume training)', directory)
-        start_epoch = 0
+        start_epoch, checkpoint = 0, {}
         for name in names:
-            start_epoch = resume_from_checkpoint(
+            start_epoch, checkpoint = resume_from_checkpoint(
                 osp.join(directory, name), self._models[name], self._optims[name],
-                self._scheds[name])
+                self._scheds[name], return_checkpoint=True)
+
+        self.restore_checkpoint_extras(checkpoint.get("extras") or {})
+        if checkpoint.get("rng_state") is not None:
+            restore_rng_state(checkpoint["rng_state"])
+            logger.info("Restored the random states saved with the checkpoint")
+        else:
+            logger.warning("The checkpoint holds no random states: the resumed run draws "
+                           "different data orders than an uninterrupted one would")
         return start_epoch
 
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:

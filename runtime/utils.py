@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import os.path as osp
+import pickle
 import random
 import shutil
 import sys
@@ -55,11 +56,20 @@ def write_json(obj: Any, fpath: str) -> None:
         json.dump(obj, f, indent=4, separators=(",", ": "))
 
 
+class ImageReadError(OSError):
+    """An image listed in a split that is missing or cannot be decoded."""
+
+
 def read_image(path: str) -> Image.Image:
-    """Open an image file as RGB; a missing file raises ``IOError`` naming it."""
+    """Open an image file as RGB; a missing or undecodable file raises ``ImageReadError``."""
     if not osp.exists(path):
-        raise IOError(f'No file exists at "{path}"')
-    return Image.open(path).convert("RGB")
+        raise ImageReadError(f'No file exists at "{path}"')
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's ways of rejecting a file
+        raise ImageReadError(f'Image "{path}" cannot be read ({error}); DATASET.SKIP_BAD_IMAGES '
+                             "True skips the images PIL cannot open when the run starts") from error
 
 
 def listdir_nohidden(path: str, sort: bool = False) -> List[str]:
@@ -82,6 +92,45 @@ def set_random_seed(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
+
+
+def capture_rng_state() -> Dict[str, Any]:
+    """Every global random state a training step reads, as tensors and plain values only.
+
+    Stored in checkpoints, so a resumed run draws the same data order, augmentations and
+    dropout as an uninterrupted one (``weights_only=True`` can read it back).
+    """
+    kind, keys, position, has_gauss, cached_gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                  "position": int(position), "has_gauss": int(has_gauss),
+                  "cached_gaussian": float(cached_gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Dict[str, Any]) -> None:
+    """Put back the states ``capture_rng_state`` returned (CUDA ones only where there is CUDA)."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),
+                         numpy_state["position"], numpy_state["has_gauss"],
+                         numpy_state["cached_gaussian"]))
+
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        if len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        else:
+            logger.warning("The checkpoint holds the RNG states of %d GPUs, this machine has %d: "
+                           "CUDA random states are not restored", len(state["cuda"]),
+                           torch.cuda.device_count())
 
 
 def collect_env_info() -> str:
@@ -255,14 +304,24 @@ def save_checkpoint(
     os.replace(fpath + ".tmp", fpath)
     logger.info("Checkpoint saved to %s", fpath)
 
-    with open(osp.join(save_dir, "checkpoint"), "w") as f:
-        f.write(f"{fname}\n")
+    # The pointer is replaced only once the file it names is complete.
+    write_text_atomic(osp.join(save_dir, "checkpoint"), f"{fname}\n")
 
     if is_best:
         best_fpath = osp.join(save_dir, "model-best.pth.tar")
-        shutil.copy(fpath, best_fpath)
+        shutil.copy(fpath, best_fpath + ".tmp")
+        os.replace(best_fpath + ".tmp", best_fpath)
         logger.info('Best checkpoint saved to "%s"', best_fpath)
     return fpath
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file, so a kill never leaves half of it."""
+    with open(path + ".tmp", "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(path + ".tmp", path)
 
 
 class CheckpointFormatError(RuntimeError):
@@ -279,23 +338,31 @@ def load_checkpoint(fpath: str) -> Dict[str, Any]:
     map_location = None if torch.cuda.is_available() else "cpu"
     try:
         return torch.load(fpath, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError or RuntimeError here
+    except pickle.UnpicklingError as error:  # the file needs objects other than tensors
         raise CheckpointFormatError(
-            f'"{fpath}" holds pickled Python objects besides tensors (for instance a '
-            "scheduler object saved by Dassl 0.6.3), so it is not loaded with "
-            "weights_only=True. If you trust its origin, re-save only its tensors: "
-            "torch.save({'state_dict': torch.load(path, weights_only=False)['state_dict'], "
-            f"'epoch': ...}}, path). Loader said: {str(error).splitlines()[0]}"
+            f'"{fpath}" holds pickled Python objects besides tensors, so it is refused: '
+            "loading it would run code it carries (only weights_only=True loads are done). "
+            "If you trust its origin, re-save only its tensors: torch.save({'state_dict': "
+            "torch.load(path, weights_only=False)['state_dict'], 'epoch': ...}, path). "
+            f"Loader said: {str(error).splitlines()[0]}"
         ) from error
+    except (RuntimeError, EOFError, OSError) as error:  # truncated, damaged or not torch's
+        raise CheckpointFormatError(
+            f'"{fpath}" is damaged or is not a PyTorch checkpoint '
+            f"({str(error).splitlines()[0]})") from error
 
 
-def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, scheduler=None) -> int:
+def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, scheduler=None,
+                           return_checkpoint: bool = False):
     """Load the file named in ``fdir/checkpoint`` into model, optimizer and scheduler.
 
-    Returns the number of epochs that checkpoint had completed.
+    Returns the number of epochs that checkpoint had completed (and, with
+    ``return_checkpoint``, the checkpoint itself, for the state kept beside the weights).
     """
     with open(osp.join(fdir, "checkpoint"), "r") as f:
-        fname = f.readlines()[0].strip("\n")
+        fname = f.read().strip()
+    if not fname:
+        raise CheckpointFormatError(f'"{osp.join(fdir, "checkpoint")}" names no checkpoint file')
     fpath = osp.join(fdir, fname)
 
     logger.info('Loading checkpoint from "%s"', fpath)
@@ -311,7 +378,7 @@ def resume_from_checkpoint(fdir: str, model: nn.Module, optimizer=None, schedule
 
     start_epoch = checkpoint["epoch"]
     logger.info("Previous epoch: %d", start_epoch)
-    return start_epoch
+    return (start_epoch, checkpoint) if return_checkpoint else start_epoch
 
 
 def load_pretrained_weights(model: nn.Module, weight_path: str) -> None:

@@ -1,7 +1,10 @@
 """Shared fixtures: a generated dataset on disk and an in-process runner for train.py."""
+import contextlib
+import io
 import json
 import os
 import os.path as osp
+import subprocess
 import sys
 
 import pytest
@@ -34,6 +37,30 @@ def run_train(argv) -> None:
         if sys.stdout is not stdout:
             sys.stdout.close()
             sys.stdout = stdout
+
+
+def run_cli_in_process(argv, env=None) -> subprocess.CompletedProcess:
+    """train.py's command line run in this process (no interpreter start-up): its exit status,
+    stdout (the console log) and stderr, as ``subprocess.run`` would report them."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved_env = {key: os.environ.get(key) for key in (env or {})}
+    os.environ.update(env or {})
+    os.environ.pop("DOR_DEBUG", None)
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                status = train.cli([str(a) for a in argv])
+            finally:
+                if sys.stdout is not stdout:  # the log file tee that setup_logger installed
+                    sys.stdout.close()
+                    sys.stdout = stdout
+    finally:
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return subprocess.CompletedProcess(argv, status, stdout.getvalue(), stderr.getvalue())
 
 
 def tiny_argv(data_root: str, trainer: str, output_dir, *opts, flags=(), seed: int = 1,

@@ -36,8 +36,11 @@ def test_coop_end_to_end_writes_checkpoint_results_and_provenance(data_root, tmp
     assert "Finish training" in log and f"* accuracy: {results['metrics']['accuracy']:.2f}%" in log
 
     checkpoint = torch.load(out / "prompt_learner" / "model.pth.tar-3", weights_only=True)
-    assert set(checkpoint) == {"state_dict", "epoch", "optimizer", "scheduler", "val_result"}
+    assert set(checkpoint) == {"state_dict", "epoch", "optimizer", "scheduler", "val_result",
+                               "rng_state", "extras"}
     assert checkpoint["epoch"] == 3 and checkpoint["val_result"] is None
+    assert checkpoint["extras"] == {"trainer": "CoOp", "backbone": "tiny-vit"}
+    assert set(checkpoint["rng_state"]) == {"python", "numpy", "torch"}
     assert set(checkpoint["state_dict"]) == {"ctx", "token_prefix", "token_suffix"}
 
 

@@ -1,6 +1,7 @@
 """Machinery shared by every CLIP trainer: loading CLIP, precision, the training step,
 checkpoint loading across label spaces, and the calibration-aware test loop."""
 import logging
+import os
 import os.path as osp
 from collections import OrderedDict
 from typing import Dict, Optional, Tuple
@@ -26,10 +27,35 @@ logger = logging.getLogger(__name__)
 PRECISIONS = ("fp16", "fp32", "amp")
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A training loss that became NaN or infinite: the run stops instead of training on."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose parameters do not fit the model being evaluated."""
+
+
 def split_file_hash(path: Optional[str]) -> Optional[str]:
     """SHA-256 of a JSON split file. ImageNet's pickled split holds absolute image paths, so
     its hash would differ between machines: None there (the list hashes identify the data)."""
     return sha256_file(path) if path and path.endswith(".json") else None
+
+
+def missing_model_message(directory: str, name: str, model_path: str) -> str:
+    """Why ``model_path`` cannot be loaded, with the checkpoints that do exist there."""
+    if not osp.isdir(directory):
+        return f'The model directory "{directory}" does not exist'
+    folder = osp.join(directory, name)
+    found = sorted(f for f in os.listdir(folder) if f.startswith("model")) \
+        if osp.isdir(folder) else []
+    if found:
+        return (f'No model at "{model_path}"; {folder} holds {", ".join(found)} '
+                "(choose one with --load-epoch)")
+    others = sorted(d for d in os.listdir(directory) if osp.isdir(osp.join(directory, d))
+                    and any(f.startswith("model") for f in os.listdir(osp.join(directory, d))))
+    trained_by = f" (it holds checkpoints of {', '.join(others)}: another trainer's)" \
+        if others else ""
+    return f'No model at "{model_path}": "{directory}" has no checkpoint of {name}{trained_by}'
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -142,17 +168,34 @@ class CLIPTrainer(TrainerX):
         if self.precision == "amp":
             with torch.autocast("cuda"):
                 loss, summary = self.compute_loss(image, label)
+            self.check_finite(loss, summary)
             self.optim.zero_grad()
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optim)
             self.scaler.update()
         else:
             loss, summary = self.compute_loss(image, label)
+            self.check_finite(loss, summary)
             self.model_backward_and_update(loss)
 
         if (self.batch_idx + 1) == self.num_batches:
             self.update_lr()
         return summary
+
+    def check_finite(self, loss: torch.Tensor, summary: Dict[str, float]) -> None:
+        """Stop at the first NaN or infinite loss, naming the step, the terms and likely causes."""
+        if bool(torch.isfinite(loss).all()):
+            return
+        terms = ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
+        step = self.epoch * self.num_batches + self.batch_idx + 1
+        hint = ("PREC fp16 overflows easily: try TRAINER.{node}.PREC amp or fp32"
+                if self.precision == "fp16" else
+                "the learning rate may be too high (OPTIM.LR {lr:g}), or an input holds NaN")
+        raise NonFiniteLossError(
+            f"The training loss is not finite at epoch {self.epoch + 1}, batch "
+            f"{self.batch_idx + 1}/{self.num_batches} (step {step}): {terms}. Hint: "
+            + hint.format(node=self.CFG_NODE, lr=self.cfg.OPTIM.LR)
+            + ". Checkpoints of earlier epochs are kept; nothing was trained on this loss.")
 
     def before_train(self) -> None:
         super().before_train()
@@ -170,6 +213,31 @@ class CLIPTrainer(TrainerX):
 
     # ------------------------------------------------------------------ checkpoints
 
+    def checkpoint_extras(self) -> dict:
+        """Which trainer and backbone wrote a checkpoint, to explain a mismatch on loading."""
+        extras = super().checkpoint_extras() if hasattr(super(), "checkpoint_extras") else {}
+        extras.update(trainer=self.cfg.TRAINER.NAME, backbone=self.cfg.MODEL.BACKBONE.NAME)
+        return extras
+
+    def check_fits(self, name: str, model_path: str, checkpoint: dict, state_dict: dict) -> None:
+        """Refuse a checkpoint whose parameter names or shapes differ from the model's,
+        naming each difference and the trainer and backbone that wrote the checkpoint."""
+        own = {k: v for k, v in self._models[name].state_dict().items()
+               if k.split(".")[-1] not in self.NON_LEARNED_KEYS}
+        problems = [f"{k}: {list(v.shape)} in the checkpoint, {list(own[k].shape)} here"
+                    for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
+        problems += [f"{k}: missing from the checkpoint" for k in own if k not in state_dict]
+        problems += [f"{k}: not a parameter of {name}" for k in state_dict if k not in own]
+        if not problems:
+            return
+
+        extras = checkpoint.get("extras") or {}
+        origin = (f" (written by {extras['trainer']} with backbone {extras['backbone']})"
+                  if "trainer" in extras else "")
+        here = f"{self.cfg.TRAINER.NAME} with backbone {self.cfg.MODEL.BACKBONE.NAME}"
+        raise CheckpointMismatchError(
+            f'"{model_path}"{origin} does not fit {name} of {here}: ' + "; ".join(problems))
+
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
         """Load learned weights, keeping this run's class-name buffers (base vs new classes)."""
         if not directory:
@@ -180,19 +248,17 @@ class CLIPTrainer(TrainerX):
         for name in self.get_model_names():
             model_path = osp.join(directory, name, model_file)
             if not osp.exists(model_path):
-                raise FileNotFoundError(f'No model at "{model_path}"')
+                raise FileNotFoundError(missing_model_message(directory, name, model_path))
 
             checkpoint = load_checkpoint(model_path)
             state_dict = {k: v for k, v in checkpoint["state_dict"].items()
                           if k.split(".")[-1] not in self.NON_LEARNED_KEYS}
+            self.check_fits(name, model_path, checkpoint, state_dict)
             logger.info('Loading weights to %s from "%s" (epoch = %s)', name, model_path,
                         checkpoint["epoch"])
             self.model_epochs = checkpoint["epoch"]
-            missing, unexpected = self._models[name].load_state_dict(state_dict, strict=False)
-            missing = [k for k in missing if k.split(".")[-1] not in self.NON_LEARNED_KEYS]
-            if missing or unexpected:
-                raise RuntimeError(f'"{model_path}" does not fit {name}: missing {missing}, '
-                                   f"unexpected {unexpected}")
+            self._models[name].load_state_dict(state_dict, strict=False)
+            self.loaded_checkpoint = osp.abspath(model_path)
 
     # ------------------------------------------------------------------ evaluation
 
@@ -318,6 +384,8 @@ class CLIPTrainer(TrainerX):
             "test_list_sha256": datum_list_hash(dataset.test, self.cfg.DATASET.ROOT),
             "project_version": project_version(),
             "toolbox": BACKEND,
+            "skipped_images": len(getattr(dataset, "skipped_images", ())),
+            "evaluated_checkpoint": getattr(self, "loaded_checkpoint", None),
         }
 
     def write_results(self, split: str, metrics: Dict[str, float], num_samples: int,

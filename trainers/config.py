@@ -12,6 +12,7 @@ def _project_keys() -> CN:
 
     cfg.DATASET = CN()
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"  # all, base or new (CoOp's base-to-new protocol)
+    cfg.DATASET.SKIP_BAD_IMAGES = False  # drop listed images that are missing or unreadable
 
     cfg.MODEL = CN()
     cfg.MODEL.BACKBONE = CN()
