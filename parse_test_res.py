@@ -24,6 +24,7 @@ import os
 import os.path as osp
 import re
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -370,8 +371,9 @@ def write_csv(path: str, rows: List[dict]) -> str:
         columns += [key for key in row if key not in columns]
     directory = osp.dirname(osp.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    temporary = path + ".tmp"
-    with open(temporary, "w", newline="") as f:
+    handle, temporary = tempfile.mkstemp(prefix=osp.basename(path) + ".", dir=directory)
+    os.chmod(temporary, 0o644)
+    with os.fdopen(handle, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         for row in rows:

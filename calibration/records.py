@@ -93,7 +93,8 @@ def write_results(output_dir: str, split: str, record: Dict[str, Any]) -> str:
     """Write one evaluation record atomically and return its path."""
     os.makedirs(output_dir, exist_ok=True)
     path = osp.join(output_dir, results_filename(split))
-    record = dict(record, torch_version=torch.__version__)
+    provenance = dict(record.get("provenance") or {}, torch_version=torch.__version__)
+    record = dict(record, provenance=provenance)
     with open(path + ".tmp", "w") as f:
         json.dump(record, f, indent=2)
     os.replace(path + ".tmp", path)

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import os.path as osp
+import tempfile
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -92,10 +93,14 @@ class FeatureCache:
         return features
 
     def save(self, key: dict, features: torch.Tensor) -> str:
+        """Write an entry through a private temporary file, so runs filling the same entry at
+        once never mix their bytes."""
         os.makedirs(self.directory, exist_ok=True)
         path = self.path(key)
-        torch.save({"key": key, "features": features.half()}, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        handle, staging = tempfile.mkstemp(prefix=osp.basename(path) + ".", dir=self.directory)
+        os.close(handle)
+        torch.save({"key": key, "features": features.half()}, staging)
+        os.replace(staging, path)
         logger.info("Cached vocabulary features in %s", path)
         return path
 

@@ -16,6 +16,12 @@ RUN=${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
 MODEL_DIR=${OUT}/base2new/train_base/${RUN}
 DIR=${OUT}/base2new/test_new/${RUN}
 finished "${DIR}" && exit 0
+if is_zero_shot; then  # no checkpoint: the new classes are evaluated directly
+    run_train "${DIR}" --dataset-config-file "${DATASET_CONFIG}" --config-file \
+        "${TRAINER_CONFIG}" --eval-only DATASET.NUM_SHOTS "${SHOTS}" \
+        DATASET.SUBSAMPLE_CLASSES new "${OPTS[@]}"
+    exit 0
+fi
 [ -d "${MODEL_DIR}" ] || fail "no training run in ${MODEL_DIR}; run base2new_train.sh first"
 [ -n "${LOADEP}" ] || LOADEP=$(saved_epoch "${MODEL_DIR}")
 run_train "${DIR}" --dataset-config-file "${DATASET_CONFIG}" --config-file "${TRAINER_CONFIG}" \

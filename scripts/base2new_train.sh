@@ -14,5 +14,7 @@ read_arguments DATASET SEED
 
 DIR=${OUT}/base2new/train_base/${DATASET}/shots_${SHOTS}/${TRAINER}/${CFG}/seed${SEED}
 finished "${DIR}" && exit 0
+FLAGS=()
+is_zero_shot && FLAGS=(--eval-only)  # nothing to learn: its evaluation is the base result
 run_train "${DIR}" --dataset-config-file "${DATASET_CONFIG}" --config-file "${TRAINER_CONFIG}" \
-    DATASET.NUM_SHOTS "${SHOTS}" DATASET.SUBSAMPLE_CLASSES base "${OPTS[@]}"
+    "${FLAGS[@]}" DATASET.NUM_SHOTS "${SHOTS}" DATASET.SUBSAMPLE_CLASSES base "${OPTS[@]}"

@@ -166,6 +166,10 @@ read_arguments() {  # read_arguments NAME...: assign the positional arguments, t
     TRAINER_CONFIG=$(trainer_config "${CFG}")
 }
 
+is_zero_shot() {  # true for the trainer that learns nothing (evaluated with --eval-only)
+    [ "${TRAINER}" = ZeroshotCLIP ]
+}
+
 run_train() {  # run_train OUTPUT_DIR ARG...: train.py for $TRAINER and $SEED into OUTPUT_DIR
     local dir=$1
     shift

@@ -44,4 +44,5 @@ for DATASET in ${DATASETS}; do
     done
 done
 
-"${PYTHON}" "${PARSER}" "${OUT}/base2new" --csv "${OUT}/base2new/summary.csv"
+# SEEDS is a list of words, split on purpose.
+"${PYTHON}" "${PARSER}" "${OUT}/base2new" --csv "${OUT}/base2new/summary.csv" --seeds ${SEEDS}

@@ -24,6 +24,17 @@ def test_defaults_then_dataset_then_method_then_flags_then_opts():
     assert cfg.is_frozen()
 
 
+def test_method_yaml_wins_over_dataset_yaml(tmp_path):
+    dataset_yaml = tmp_path / "dataset.yaml"
+    dataset_yaml.write_text('DATASET:\n  NAME: "GeneratedShapes"\nOPTIM:\n  MAX_EPOCH: 7\n'
+                            "  LR: 0.5\n")
+    method_yaml = tmp_path / "method.yaml"
+    method_yaml.write_text("OPTIM:\n  MAX_EPOCH: 4\n")
+    cfg = setup("--dataset-config-file", dataset_yaml, "--config-file", method_yaml)
+    assert cfg.OPTIM.MAX_EPOCH == 4   # set by both: the method yaml is merged last
+    assert cfg.OPTIM.LR == 0.5        # set by the dataset yaml only
+
+
 def test_opts_win_over_flags():
     cfg = setup("--backbone", "RN50", "MODEL.BACKBONE.NAME", "ViT-B/32")
     assert cfg.MODEL.BACKBONE.NAME == "ViT-B/32"

@@ -76,3 +76,24 @@ def test_gradient_reaches_the_prompts_and_nothing_frozen(name, data_root, wordne
     assert "prompt_learner.ctx" in reached and reached <= learnable
     assert TEXT_PATH_PARAMETERS.get(name, set()) <= reached
     trainer.close_writer()
+
+
+@pytest.mark.parametrize("name", sorted(ZERO_SHOT_START))
+def test_the_learners_own_terms_and_dor_compose(name, data_root, wordnet_dir, tmp_path):
+    trainer = trainer_at_first_epoch(name, data_root, wordnet_dir, tmp_path,
+                                     "TRAINER.DOR.LAMBDA", 3.0)
+    batch = next(iter(trainer.train_loader_x))
+    image, label = trainer.parse_batch_train(batch)[:2]
+    loss, terms = trainer.compute_loss(image, label)
+    trainer.close_writer()
+
+    learner = build_trainer(train.setup_cfg(train.parse_args([str(a) for a in tiny_argv(
+        data_root, name[:-3], tmp_path / name[:-3])])))
+    learner.epoch, learner.batch_idx, learner.num_batches = 0, 0, 10
+    _, own_terms = learner.compute_loss(image, label)
+
+    assert list(terms)[:2] == ["loss", "loss_task"] and list(terms)[-1] == "loss_dor"
+    assert set(own_terms) - {"loss"} <= set(terms)  # e.g. KgCoOp's loss_ce and loss_kg
+    assert terms["loss"] == pytest.approx(terms["loss_task"] + 3.0 * terms["loss_dor"],
+                                          rel=1e-5)
+    assert loss.item() == pytest.approx(terms["loss"], rel=1e-6)

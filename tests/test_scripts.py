@@ -175,3 +175,16 @@ def test_test_script_refuses_an_unfinished_training_run(data_root, tmp_path):
                         TRAINER="CoOp", CFG="tiny")
     assert result.returncode == 1
     assert f"the training run in {unfinished} has not finished" in result.stderr
+
+
+def test_zero_shot_clip_runs_through_the_base2new_scripts(data_root, tmp_path):
+    settings = dict(DATA=data_root, OUT=tmp_path, TRAINER="ZeroshotCLIP")
+    succeeded(run_script("base2new_train.sh", "--cfg", "tiny", "generated_shapes", 1,
+                         **settings))
+    succeeded(run_script("base2new_test.sh", "--cfg", "tiny", "generated_shapes", 1,
+                         **settings))
+    run = osp.join("generated_shapes", "shots_16", "ZeroshotCLIP", "tiny", "seed1")
+    base = read_results(osp.join(tmp_path, "base2new", "train_base", run))
+    new = read_results(osp.join(tmp_path, "base2new", "test_new", run))
+    assert base["num_classes"] == 5 and base["epoch"] == 0
+    assert new["classnames"] == NEW_CLASSES and new["epoch"] == 0

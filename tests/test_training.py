@@ -10,7 +10,8 @@ from toolbox import build_trainer
 
 RESULT_KEYS = {"accuracy", "error_rate", "macro_f1", "ece"}
 PROVENANCE_KEYS = {"trainer", "backbone", "weights_id", "seed", "config_sha256",
-                   "split_file_sha256", "train_list_sha256", "project_version"}
+                   "split_file_sha256", "train_list_sha256", "test_list_sha256",
+                   "project_version", "torch_version"}
 
 
 def test_coop_end_to_end_writes_checkpoint_results_and_provenance(data_root, tmp_path):
@@ -30,7 +31,7 @@ def test_coop_end_to_end_writes_checkpoint_results_and_provenance(data_root, tmp
     prov = results["provenance"]
     assert PROVENANCE_KEYS <= set(prov)
     assert prov["trainer"] == "CoOp" and prov["weights_id"] == "random-init:tiny-vit:seed0"
-    assert len(prov["split_file_sha256"]) == 64
+    assert len(prov["split_file_sha256"]) == 64 and prov["torch_version"] == torch.__version__
 
     log = (out / "log.txt").read_text()
     assert "Finish training" in log and f"* accuracy: {results['metrics']['accuracy']:.2f}%" in log
@@ -78,6 +79,39 @@ def test_new_classes_reload_a_base_checkpoint(data_root, tmp_path):
     results = read_results(new)
     assert results["classnames"] == ["bicycle", "tree", "house", "fish", "lamp"]
     assert results["provenance"]["subsample_classes"] == "new"
+
+
+def test_a_base_checkpoint_classifies_new_classes_with_their_own_names(data_root, tmp_path):
+    # The class-name token buffers in a checkpoint belong to the base classes; loading must
+    # keep the new classes' own, or the new classes would be scored with base-class prompts.
+    out = tmp_path / "train"
+    run_train(tiny_argv(data_root, "CoOp", out, "OPTIM.MAX_EPOCH", 1))
+    features = {}
+    for subsample in ("base", "new"):
+        trainer = build_trainer(train.setup_cfg(train.parse_args([str(a) for a in tiny_argv(
+            data_root, "CoOp", tmp_path / subsample, subsample=subsample)])))
+        trainer.load_model(str(out), epoch=1)
+        with torch.no_grad():
+            features[subsample] = trainer.model.label_text_features()
+    saved = torch.load(out / "prompt_learner" / "model.pth.tar-1", weights_only=True)
+    assert torch.equal(trainer.model.prompt_learner.ctx, saved["state_dict"]["ctx"])
+    assert not torch.equal(trainer.model.prompt_learner.token_suffix,
+                           saved["state_dict"]["token_suffix"])
+    assert (features["base"] - features["new"]).abs().max() > 1e-3
+
+
+def test_resume_flag_continues_another_directorys_run(data_root, tmp_path):
+    first = tmp_path / "first"
+    run_train(tiny_argv(data_root, "CoOp", first, "OPTIM.MAX_EPOCH", 1))
+    second = tmp_path / "second"
+    run_train(tiny_argv(data_root, "CoOp", second, "OPTIM.MAX_EPOCH", 2,
+                        flags=["--resume", first]))
+
+    log = (second / "log.txt").read_text()
+    assert f'Found checkpoint at "{first}"' in log
+    assert "epoch [2/2]" in log and "epoch [1/2]" not in log
+    assert (second / "prompt_learner" / "checkpoint").read_text().strip() == "model.pth.tar-2"
+    assert (first / "prompt_learner" / "checkpoint").read_text().strip() == "model.pth.tar-1"
 
 
 def test_resume_continues_from_the_last_checkpoint(data_root, tmp_path):
