@@ -348,13 +348,18 @@ class CoOpDataset(DatasetBase):
         self.root = osp.abspath(osp.expanduser(root))
         if not root or not osp.isdir(self.root):
             raise DatasetError(f'DATASET.ROOT "{root}" is not a directory (set it with --root)')
-        self.dataset_dir = osp.join(self.root, type(self).dataset_dir)
+        self.dataset_dir = osp.join(self.root, self.folder())
         if not osp.isdir(self.dataset_dir):
             raise DatasetError(f'{type(self).__name__} expects its files in "{self.dataset_dir}"'
                                f", which does not exist; {self.how_to_prepare()}")
         self.image_dir = osp.join(self.dataset_dir, type(self).image_dir)
         self.split_path = osp.join(self.dataset_dir, self.split_name) if self.split_name else None
         self.split_fewshot_dir = osp.join(self.dataset_dir, "split_fewshot")
+
+    def folder(self) -> str:
+        """The dataset's folder under ``DATASET.ROOT`` (``dataset_dir`` unless it depends on
+        the config)."""
+        return type(self).dataset_dir
 
     @property
     def path_prefix(self) -> str:
