@@ -211,7 +211,8 @@ def calibration_metrics(probs: np.ndarray, labels: np.ndarray,
     mean_conf = float(confidence.mean())
 
     return OrderedDict(
-        accuracy=100.0 * accuracy,
+        # As the evaluator computes it (100 · correct / total), so the two agree to the bit.
+        accuracy=100.0 * int(hits.sum()) / len(hits),
         ece=100.0 * expected_calibration_error(width),
         mce=100.0 * maximum_calibration_error(width),
         ace=100.0 * expected_calibration_error(mass),

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw
 
+from demo_world.world import draw_shape
 from toolbox import register_dataset
 
 from .reader import CoOpDataset
@@ -42,18 +43,7 @@ def _draw(rng: random.Random, label: int) -> Image.Image:
 
     r = rng.randint(9, 15)
     cx, cy = rng.randint(r, IMAGE_SIZE - r), rng.randint(r, IMAGE_SIZE - r)
-    box = (cx - r, cy - r, cx + r, cy + r)
-    if shape == "circle":
-        draw.ellipse(box, fill=color)
-    elif shape == "square":
-        draw.rectangle(box, fill=color)
-    elif shape == "triangle":
-        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=color)
-    elif shape == "cross":
-        draw.rectangle((cx - r, cy - r // 3, cx + r, cy + r // 3), fill=color)
-        draw.rectangle((cx - r // 3, cy - r, cx + r // 3, cy + r), fill=color)
-    else:
-        draw.ellipse(box, outline=color, width=4)
+    draw_shape(draw, shape, cx, cy, r, color, background)
     return image
 
 

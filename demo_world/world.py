@@ -191,8 +191,10 @@ def _polygon(cx: int, cy: int, r: float, points: int, start: float,
     return corners
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: int, cy: int, r: int,
-                colour: Tuple[int, ...], background: Tuple[int, ...]) -> None:
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: int, cy: int, r: int,
+               colour: Tuple[int, ...], background: Tuple[int, ...]) -> None:
+    """Draw one of ``SHAPES`` of radius ``r`` centred at (cx, cy) (the crescent's bite is
+    painted in ``background``)."""
     box = (cx - r, cy - r, cx + r, cy + r)
     thick = max(2, r // 3)
     if shape == "circle":
@@ -258,8 +260,8 @@ def draw(rng: random.Random, obj: WorldObject, spec: WorldSpec = DEFAULT_SPEC) -
     radius = rng.randint(5, 7) if obj.size == "small" else rng.randint(10, 13)
     cx, cy = _centre(rng, obj.position, radius)
     mask_image = Image.new("L", (IMAGE_SIZE, IMAGE_SIZE), 0)
-    _draw_shape(ImageDraw.Draw(mask_image), obj.shape, cx, cy, radius, 255, 0)
-    _draw_shape(canvas, obj.shape, cx, cy, radius, colour, background)
+    draw_shape(ImageDraw.Draw(mask_image), obj.shape, cx, cy, radius, 255, 0)
+    draw_shape(canvas, obj.shape, cx, cy, radius, colour, background)
 
     pixels = np.asarray(image, dtype=np.uint8).copy()
     mask = np.asarray(mask_image) > 0
