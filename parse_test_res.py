@@ -18,19 +18,20 @@ exit status (0); a missing ROOT, no runs at all or an unknown metric do (1).
 """
 import argparse
 import csv
+import io
 import json
 import math
 import os
 import os.path as osp
 import re
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from calibration.metrics import PERCENT_KEYS
+from runtime.files import atomic_write
 
 SEED_FOLDER = re.compile(r"^seed(\d+)$")
 SPLITS = ("train_base", "test_new")
@@ -369,26 +370,22 @@ def write_csv(path: str, rows: List[dict]) -> str:
     columns: List[str] = []
     for row in rows:
         columns += [key for key in row if key not in columns]
-    directory = osp.dirname(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=osp.basename(path) + ".", dir=directory)
-    os.chmod(temporary, 0o644)
-    with os.fdopen(handle, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
 
     if osp.exists(path):
-        with open(path) as old, open(temporary) as new:
-            if old.read() == new.read():
-                os.remove(temporary)
+        with open(path, newline="") as old:
+            if old.read() == text.getvalue():
                 return path
         stem, extension = osp.splitext(path)
         kept = f"{stem}-{time.strftime('%Y-%m-%d-%H-%M-%S')}{extension}"
         os.replace(path, kept)
         print(f"The previous {osp.basename(path)} is kept as {kept}", file=sys.stderr)
-    os.replace(temporary, path)
+    with atomic_write(path) as staging, open(staging, "w", newline="") as f:
+        f.write(text.getvalue())
     return path
 
 

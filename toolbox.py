@@ -6,12 +6,14 @@ the project's built-in runtime otherwise (``DOR_TOOLBOX=builtin`` forces it).
 
 In either case the optimizer and scheduler builders come from the built-in runtime: Dassl
 0.6.3's warmup schedulers pass an argument PyTorch 2.7 removed, and the built-in builders
-produce the same learning rates. Checkpoints are always read with ``weights_only=True``.
+produce the same learning rates. Checkpoints are always read with ``weights_only=True``, and
+``atomic_write`` (the project's own) writes files whole.
 """
 import logging
 import os
 import sys
 
+from runtime.files import atomic_write
 from runtime.optim import build_lr_scheduler, build_optimizer
 from runtime.utils import install_console_logging, load_checkpoint
 
@@ -91,7 +93,7 @@ register_trainer = _register_into(TRAINER_REGISTRY)
 register_dataset = _register_into(DATASET_REGISTRY)
 
 __all__ = [
-    "BACKEND", "AverageMeter", "Classification", "DATASET_REGISTRY", "DataManager",
+    "BACKEND", "AverageMeter", "atomic_write", "Classification", "DATASET_REGISTRY", "DataManager",
     "DatasetBase", "DatasetWrapper", "Datum", "EVALUATOR_REGISTRY", "INTERPOLATION_MODES",
     "MetricMeter", "Registry", "TRAINER_REGISTRY", "TrainerX", "build_dataset",
     "build_evaluator", "build_lr_scheduler", "build_optimizer", "build_trainer",

@@ -10,6 +10,8 @@ from typing import Any, Dict, Iterable, Optional, Sequence
 import numpy as np
 import torch
 
+from runtime.files import atomic_write
+
 logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -95,9 +97,8 @@ def write_results(output_dir: str, split: str, record: Dict[str, Any]) -> str:
     path = osp.join(output_dir, results_filename(split))
     provenance = dict(record.get("provenance") or {}, torch_version=torch.__version__)
     record = dict(record, provenance=provenance)
-    with open(path + ".tmp", "w") as f:
+    with atomic_write(path) as staging, open(staging, "w") as f:
         json.dump(record, f, indent=2)
-    os.replace(path + ".tmp", path)
     logger.info("Results written to %s", path)
     return path
 
@@ -128,11 +129,10 @@ def save_predictions(output_dir: str, split: str, probs: np.ndarray, labels: np.
     os.makedirs(output_dir, exist_ok=True)
     path = osp.join(output_dir, predictions_filename(split))
     probs = np.asarray(probs, dtype=np.float32)
-    with open(path + ".tmp", "wb") as f:
+    with atomic_write(path) as staging, open(staging, "wb") as f:
         np.savez(f, probs=probs, predictions=probs.argmax(axis=1).astype(np.int64),
                  labels=np.asarray(labels, dtype=np.int64),
                  classnames=np.array(list(classnames), dtype=str), split=np.array(split))
-    os.replace(path + ".tmp", path)
     logger.info("Predictions written to %s", path)
     return path
 

@@ -10,13 +10,13 @@ Figures are drawn with matplotlib's Agg canvas directly (no pyplot), so nothing 
 the process's matplotlib backend, and sizes are fixed: a panel is ``PANEL_INCHES`` at
 ``DPI`` (480 × 600 pixels); side-by-side figures are as many panels wide.
 """
-import os
-import os.path as osp
 from typing import Sequence, Tuple
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from runtime.files import atomic_write
 
 from .metrics import BinStats, expected_calibration_error
 
@@ -82,11 +82,8 @@ def save_reliability_figure(panels: Sequence[Tuple[BinStats, str]], path: str) -
     for column, (stats, title) in enumerate(panels):
         _draw_panel(fig, grid, column, stats, title)
 
-    directory = osp.dirname(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    temporary = path + ".tmp"
-    fig.savefig(temporary, format="png", dpi=DPI)
-    os.replace(temporary, path)
+    with atomic_write(path) as staging:
+        fig.savefig(staging, format="png", dpi=DPI)
     return path
 
 

@@ -1,20 +1,17 @@
-"""A small image dataset drawn on the fly, laid out like a CoOp dataset, for tests and demos.
+"""A small image dataset drawn on the fly, laid out like a CoOp dataset, for the tests.
 
 Each class is a coloured shape on a noisy background. The images and the split file are
 written under ``DATASET.ROOT/generated_shapes`` the first time the dataset is read, then read
 back by the same reader code as any real dataset. Drawing uses its own random generator, so it
 does not move Python's global ``random`` state that few-shot sampling depends on.
 """
-import json
-import os
 import os.path as osp
 import random
-import shutil
-import tempfile
 from typing import Sequence
 
 from PIL import Image, ImageDraw
 
+from demo_world.build import draw_dataset_folder
 from demo_world.world import draw_shape
 from toolbox import register_dataset
 
@@ -55,31 +52,8 @@ def draw_dataset(dataset_dir: str, classnames: Sequence[str] = CLASSNAMES, seed:
     """
     if osp.isdir(dataset_dir):
         return
-    parent = osp.dirname(dataset_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".generating-", dir=parent)
-
-    rng = random.Random(seed)
-    split = {name: [] for name in SPLIT_SIZES}
-    for label, classname in enumerate(classnames):
-        class_dir = osp.join(staging, "images", classname)
-        os.makedirs(class_dir)
-        index = 0
-        for split_name, count in SPLIT_SIZES.items():
-            for _ in range(count):
-                relpath = f"{classname}/{index:03d}.png"
-                _draw(rng, label).save(osp.join(staging, "images", relpath))
-                split[split_name].append([relpath, label, classname])
-                index += 1
-
-    with open(osp.join(staging, SPLIT_NAME), "w") as f:
-        json.dump(split, f, indent=4)
-    try:
-        os.rename(staging, dataset_dir)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not osp.isdir(dataset_dir):
-            raise
+    draw_dataset_folder(dataset_dir, classnames, SPLIT_SIZES, SPLIT_NAME,
+                        lambda rng, label, _: _draw(rng, label), random.Random(seed))
 
 
 @register_dataset

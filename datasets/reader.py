@@ -13,11 +13,10 @@ import os
 import os.path as osp
 import pickle
 import random
-import tempfile
 from collections import defaultdict
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from toolbox import DatasetBase, Datum, listdir_nohidden, read_json, write_json
+from toolbox import DatasetBase, Datum, atomic_write, listdir_nohidden, read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -247,12 +246,8 @@ def dump_fewshot(data: dict, path: str) -> None:
     buffer = io.BytesIO()
     _DatumPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(data)
     # A temporary file of its own, so runs writing the same cache at once cannot collide.
-    handle, staging = tempfile.mkstemp(prefix=osp.basename(path) + ".", suffix=".tmp",
-                                       dir=osp.dirname(path) or ".")
-    os.fchmod(handle, 0o644)  # readable by others, as a plainly opened file would be
-    with os.fdopen(handle, "wb") as f:
+    with atomic_write(path) as staging, open(staging, "wb") as f:
         f.write(buffer.getvalue())
-    os.replace(staging, path)
 
 
 def load_fewshot(path: str, dataset_dir: str) -> Optional[dict]:

@@ -26,10 +26,12 @@ import logging
 import os
 import os.path as osp
 import random
-import shutil
 import sys
-import tempfile
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
+
+from PIL.Image import Image
+
+from runtime.files import atomic_directory, atomic_write
 
 from . import world
 
@@ -72,51 +74,49 @@ def _read_stamp(dataset_dir: str):
         return None
 
 
+def draw_dataset_folder(dataset_dir: str, classnames: Sequence[str], sizes: Dict[str, int],
+                        split_name: str, draw_image: Callable[[random.Random, int, str], Image],
+                        rng: random.Random, extra_files: Optional[Dict[str, object]] = None,
+                        replace: bool = False) -> None:
+    """Draw a dataset in CoOp's layout into ``dataset_dir``: ``images/<class>/<nnn>.png``, per
+    class ``sizes[split]`` images for each split in turn, the split file ``split_name`` and
+    any ``extra_files`` (as JSON). It is assembled beside its destination and renamed into
+    place (``runtime.files.atomic_directory``), so a concurrent reader never sees half of it."""
+    with atomic_directory(dataset_dir, replace=replace) as staging:
+        lists = {name: [] for name in sizes}
+        for label, classname in enumerate(classnames):
+            folder = _folder_name(classname)
+            os.makedirs(osp.join(staging, "images", folder))
+            index = 0
+            for split, count in sizes.items():
+                for _ in range(count):
+                    relpath = f"{folder}/{index:03d}.png"
+                    draw_image(rng, label, classname).save(osp.join(staging, "images", relpath))
+                    lists[split].append([relpath, label, classname])
+                    index += 1
+
+        for name, content in {split_name: lists, **(extra_files or {})}.items():
+            with open(osp.join(staging, name), "w") as f:
+                json.dump(content, f, indent=1)
+
+
 def write_split(dataset_dir: str, split: int, spec: world.WorldSpec = world.DOWNSTREAM_SPEC
                 ) -> str:
-    """Draw split ``split`` into ``dataset_dir`` unless it is already there, up to date.
-
-    The folder is assembled beside its destination and renamed into place, so a concurrent
-    reader never sees half a dataset; a folder drawn from another world is replaced (its
-    few-shot caches go with it).
-    """
+    """Draw split ``split`` into ``dataset_dir`` unless it is already there, up to date; a
+    folder drawn from another world is replaced (its few-shot caches go with it)."""
     expected = stamp(split, spec)
     if _read_stamp(dataset_dir) == expected:
         return dataset_dir
-    parent = osp.dirname(osp.abspath(dataset_dir))
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".drawing-", dir=parent)
     logger.info("Drawing demo-world split %d into %s", split, dataset_dir)
 
-    classnames = expected["classes"]
-    rng = random.Random(f"images-{split}")
-    lists = {name: [] for name in SPLIT_SIZES}
-    for label, classname in enumerate(classnames):
+    def draw_image(rng: random.Random, label: int, classname: str) -> Image:
         colour, shape = classname.split(" ")
-        folder = _folder_name(classname)
-        os.makedirs(osp.join(staging, "images", folder))
-        index = 0
-        for split_name, count in SPLIT_SIZES.items():
-            for _ in range(count):
-                relpath = f"{folder}/{index:03d}.png"
-                image = world.draw(rng, world.object_of_kind(rng, colour, shape), spec)
-                image.save(osp.join(staging, "images", relpath))
-                lists[split_name].append([relpath, label, classname])
-                index += 1
+        return world.draw(rng, world.object_of_kind(rng, colour, shape), spec)
 
-    with open(osp.join(staging, SPLIT_NAME), "w") as f:
-        json.dump(lists, f, indent=1)
-    with open(osp.join(staging, STAMP_NAME), "w") as f:
-        json.dump(expected, f, indent=1)
-
-    if osp.isdir(dataset_dir):
-        shutil.rmtree(dataset_dir, ignore_errors=True)
-    try:
-        os.rename(staging, dataset_dir)
-    except OSError:  # another process put an up-to-date copy there first
-        shutil.rmtree(staging, ignore_errors=True)
-        if _read_stamp(dataset_dir) != expected:
-            raise
+    draw_dataset_folder(dataset_dir, expected["classes"], SPLIT_SIZES, SPLIT_NAME, draw_image,
+                        random.Random(f"images-{split}"), {STAMP_NAME: expected}, replace=True)
+    if _read_stamp(dataset_dir) != expected:
+        raise RuntimeError(f'Another process drew "{dataset_dir}" from another world meanwhile')
     return dataset_dir
 
 
@@ -133,14 +133,11 @@ def write_lexicon(world_dir: str) -> str:
     except OSError:
         pass
 
-    os.makedirs(world_dir, exist_ok=True)
     for name, content in ((LEXICON_NAME, text),
                           ("lexicon.tsv", "".join(f"{label}\t{group}\n"
                                                   for label, group in labels))):
-        handle, staging = tempfile.mkstemp(prefix=name + ".", dir=world_dir)
-        with os.fdopen(handle, "w") as f:
+        with atomic_write(osp.join(world_dir, name)) as staging, open(staging, "w") as f:
             f.write(content)
-        os.replace(staging, osp.join(world_dir, name))
     return path
 
 

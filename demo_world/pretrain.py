@@ -25,7 +25,6 @@ import os
 import os.path as osp
 import random
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -33,6 +32,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from clip_backbone.loader import file_sha256
+from clip_backbone.prompted import encode_labels
+from runtime.files import atomic_write
 
 from . import world
 
@@ -81,10 +84,9 @@ def default_cache_dir() -> str:
 
 
 def model_config(name: str = MODEL_NAME) -> dict:
-    """The registered open_clip config of the demo model (registering it on import)."""
+    """The registered open_clip config of the demo model (``clip_backbone.loader`` registers
+    the project's model configs when it is imported)."""
     import open_clip
-
-    import clip_backbone.loader  # noqa: F401  (registers the project's model configs)
 
     config = open_clip.get_model_config(name)
     if config is None:
@@ -181,40 +183,14 @@ def _learning_rate(step: int, config: PretrainConfig) -> float:
     return config.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _save_atomically(obj, path: str) -> None:
-    handle, staging = tempfile.mkstemp(prefix=osp.basename(path) + ".", dir=osp.dirname(path))
-    os.close(handle)
-    torch.save(obj, staging)
-    os.replace(staging, path)
-
-
-def file_sha256(path: str) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------- diagnostics
 
 
-@torch.no_grad()
-def encode_prompts(model, labels: Sequence[str], template: str = ZEROSHOT_TEMPLATE
-                   ) -> torch.Tensor:
-    """Unit text features of ``template`` filled with each label."""
-    from clip_backbone.tokenizer import tokenize
-
-    features = model.encode_text(tokenize([template.format(label) for label in labels]))
-    return F.normalize(features.float(), dim=-1)
-
-
 def mean_pairwise_cosine(features: torch.Tensor) -> float:
-    """Mean cosine over distinct pairs of rows (1 − the dispersion of calibration/)."""
-    unit = F.normalize(features.double(), dim=-1)
-    n = unit.shape[0]
-    return float((unit.sum(0).pow(2).sum() - n) / (n * (n - 1)))
+    """Mean cosine over distinct pairs of rows: 1 − the text dispersion of ``calibration``."""
+    from calibration.dispersion import mean_pairwise_cosine_distance
+
+    return 1.0 - mean_pairwise_cosine_distance(features)
 
 
 @torch.no_grad()
@@ -223,7 +199,7 @@ def diagnose(model, spec: world.WorldSpec, seed: int) -> Dict[str, float]:
     pairwise cosine of the class prompts' features, the image–text gap and the logit scale."""
     model.eval()
     kinds = world.all_kinds()
-    text = encode_prompts(model, [world.kind_name(*kind) for kind in kinds])
+    text = encode_labels(model, [world.kind_name(*kind) for kind in kinds], ZEROSHOT_TEMPLATE)
 
     rng = random.Random(f"diagnostics-{seed}")
     labels, images = [], []
@@ -352,19 +328,19 @@ def _train(folder: str, key: str, spec: world.WorldSpec, config: PretrainConfig,
                         config.steps, loss.item(), model.logit_scale.exp().item(),
                         time.time() - started)
         if done % config.checkpoint_every == 0 and done < config.steps:
-            _save_atomically({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                              "step": done}, progress)
+            with atomic_write(progress) as staging:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "step": done}, staging)
 
     diagnostics = diagnose(model, spec, config.seed)
     checkpoint = osp.join(folder, CHECKPOINT_NAME)
-    _save_atomically(model.state_dict(), checkpoint)
+    with atomic_write(checkpoint) as staging:
+        torch.save(model.state_dict(), staging)
     sha256 = file_sha256(checkpoint)
     record = dict(sha256=sha256, diagnostics=diagnostics, spec=spec.as_dict(),
                   settings=asdict(config), model=model_cfg, seconds=time.time() - started)
-    handle, staging = tempfile.mkstemp(prefix=DIAGNOSTICS_NAME + ".", dir=folder)
-    with os.fdopen(handle, "w") as f:
+    with atomic_write(osp.join(folder, DIAGNOSTICS_NAME)) as staging, open(staging, "w") as f:
         json.dump(record, f, indent=2)
-    os.replace(staging, osp.join(folder, DIAGNOSTICS_NAME))
     if osp.isfile(progress):
         os.remove(progress)
     logger.info("Pretrained the demo CLIP in %.0f s: %s", time.time() - started, checkpoint)

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import os.path as osp
-import tempfile
 from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
@@ -25,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clip_backbone.prompted import encode_labels
+from runtime.files import atomic_write
 
 from .vocabulary import Vocabulary, comparison_key
 
@@ -93,14 +93,11 @@ class FeatureCache:
         return features
 
     def save(self, key: dict, features: torch.Tensor) -> str:
-        """Write an entry through a private temporary file, so runs filling the same entry at
-        once never mix their bytes."""
-        os.makedirs(self.directory, exist_ok=True)
+        """Write an entry atomically, so runs filling the same entry at once never mix their
+        bytes."""
         path = self.path(key)
-        handle, staging = tempfile.mkstemp(prefix=osp.basename(path) + ".", dir=self.directory)
-        os.close(handle)
-        torch.save({"key": key, "features": features.half()}, staging)
-        os.replace(staging, path)
+        with atomic_write(path) as staging:
+            torch.save({"key": key, "features": features.half()}, staging)
         logger.info("Cached vocabulary features in %s", path)
         return path
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
+from .files import atomic_write
 from .registry import check_availability  # noqa: F401  (part of dassl.utils' surface)
 from .registry import Registry  # noqa: F401
 
@@ -300,28 +301,21 @@ def save_checkpoint(
 
     fname = model_name or f"model.pth.tar-{state['epoch']}"
     fpath = osp.join(save_dir, fname)
-    torch.save(state, fpath + ".tmp")
-    os.replace(fpath + ".tmp", fpath)
+    with atomic_write(fpath) as staging:
+        torch.save(state, staging)
     logger.info("Checkpoint saved to %s", fpath)
 
     # The pointer is replaced only once the file it names is complete.
-    write_text_atomic(osp.join(save_dir, "checkpoint"), f"{fname}\n")
+    with atomic_write(osp.join(save_dir, "checkpoint")) as staging:
+        with open(staging, "w") as f:
+            f.write(f"{fname}\n")
 
     if is_best:
         best_fpath = osp.join(save_dir, "model-best.pth.tar")
-        shutil.copy(fpath, best_fpath + ".tmp")
-        os.replace(best_fpath + ".tmp", best_fpath)
+        with atomic_write(best_fpath) as staging:
+            shutil.copy(fpath, staging)
         logger.info('Best checkpoint saved to "%s"', best_fpath)
     return fpath
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file, so a kill never leaves half of it."""
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
 
 
 class CheckpointFormatError(RuntimeError):

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import train
+from clip_backbone.loader import file_sha256
 from conftest import ROOT
 from demo_world import build, pretrain, world
 from toolbox import build_dataset
@@ -115,7 +116,7 @@ def test_two_cold_pretrainings_write_the_same_checkpoint(tmp_path):
     first = pretrain.pretrain(str(tmp_path / "a"), config=QUICK)
     second = pretrain.pretrain(str(tmp_path / "b"), config=QUICK)
     assert not first.reused and not second.reused
-    assert first.sha256 == second.sha256 == pretrain.file_sha256(first.path)
+    assert first.sha256 == second.sha256 == file_sha256(first.path)
     assert set(first.diagnostics) >= {"zeroshot_accuracy_seen", "zeroshot_accuracy_held_out",
                                       "text_mean_pairwise_cosine", "logit_scale"}
 

@@ -46,7 +46,7 @@ def test_single_panel_has_the_documented_size_and_shades_the_gap(tmp_path):
     for path in (calibrated, overconfident):
         with Image.open(path) as image:
             assert image.format == "PNG" and image.size == panel_pixels(1) == (480, 600)
-    assert not list(tmp_path.glob("*.tmp"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calibrated.png", "over.png"]
     # Only the legend patch and the mean-confidence line are red when there is no gap.
     assert reddish_pixels(overconfident) > reddish_pixels(calibrated) + 3000
 
